@@ -1,0 +1,28 @@
+# Two entry points that work on a fresh machine with Python 3.11+ and make:
+#   make demo   sets up .venv and runs the whole pipeline offline on the bundled sample data
+#   make test   sets up .venv and runs linters, type checks and the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+demo: $(BIN)/.installed
+	$(BIN)/newsletter demo
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check newsletter tests scripts bench
+	$(BIN)/ruff format --check newsletter tests scripts bench
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) demo-output test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,356 @@
+"""The `newsletter` command. Every operator-facing failure is one line on stderr, exit code 1."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import sys
+from collections.abc import Callable, Iterable
+from datetime import date
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from newsletter.addresses import InvalidAddress, normalise_email
+from newsletter.config import load_settings
+from newsletter.errors import ConfigError, NewsletterError
+from newsletter.pipeline import Newsletter, PlanReport
+from newsletter.send.engine import DrainReport
+from newsletter.topics import clean_keywords, load_taxonomy
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def parse_day(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date:
+    if value is None:
+        return date.today()
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date in YYYY-MM-DD form") from None
+
+
+date_option = click.option(
+    "--date", "day", callback=parse_day, metavar="YYYY-MM-DD", help="Digest date (default: today)."
+)
+
+
+def newsletter_app(demo: bool = False) -> Newsletter:
+    return Newsletter(load_settings(), demo=demo)
+
+
+def with_newsletter(func: F) -> F:
+    """Open the configured newsletter for a command and close it afterwards."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        app = newsletter_app()
+        try:
+            return func(app, *args, **kwargs)
+        finally:
+            app.close()
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(package_name="trending-papers-newsletter")
+def cli() -> None:
+    """Trending-papers newsletter: fetch, personalise and mail each day's trending papers."""
+
+
+@cli.command()
+@with_newsletter
+def init(app: Newsletter) -> None:
+    """Create or upgrade the database."""
+    app.store.upgrade()
+    click.echo(f"database ready: {app.settings.database_url.split('@')[-1]}")
+
+
+@cli.command()
+@date_option
+@click.option("--source", help="hf, arxiv or a file path (default: the configured source).")
+@with_newsletter
+def fetch(app: Newsletter, day: date, source: str | None) -> None:
+    """Store a day's list of trending papers."""
+    explicit_day = day if _date_given() else None
+    report = app.fetch(explicit_day, source)
+    for problem in report.problems:
+        click.echo(f"warning: {problem}", err=True)
+    click.echo(
+        f"{report.day}: stored {report.stored} papers"
+        + (f", skipped {len(report.problems)} unreadable items" if report.problems else "")
+    )
+
+
+def _date_given() -> bool:
+    ctx = click.get_current_context()
+    return ctx.get_parameter_source("day") == click.core.ParameterSource.COMMANDLINE
+
+
+@cli.command()
+def topics() -> None:
+    """List the topic taxonomy."""
+    taxonomy = load_taxonomy(load_settings().resolved_topics_file())
+    width = max(len(t.slug) for t in taxonomy.topics)
+    for topic in taxonomy.topics:
+        click.echo(f"{topic.slug:<{width}}  {topic.name} — {topic.description}")
+
+
+@cli.group()
+def subscribers() -> None:
+    """Add, list, remove, import and export subscribers."""
+
+
+def _email(value: str) -> str:
+    try:
+        return normalise_email(value)
+    except InvalidAddress as exc:
+        raise NewsletterError(str(exc)) from None
+
+
+@subscribers.command("add")
+@click.argument("email")
+@click.option("--topic", "topic_slugs", multiple=True, help="Topic slug (repeatable).")
+@click.option("--keyword", "keywords", multiple=True, help="Free keyword (repeatable).")
+@with_newsletter
+def subscribers_add(
+    app: Newsletter, email: str, topic_slugs: tuple[str, ...], keywords: tuple[str, ...]
+) -> None:
+    """Add (or update) a confirmed subscriber."""
+    record = app.store.upsert_subscriber(
+        _email(email), app.taxonomy.validate_slugs(topic_slugs), clean_keywords(keywords)
+    )
+    click.echo(f"subscribed {record.email} ({_interests(record.topics, record.keywords)})")
+
+
+def _interests(topic_slugs: Iterable[str], keywords: Iterable[str]) -> str:
+    parts = [*topic_slugs, *(f'"{k}"' for k in keywords)]
+    return ", ".join(parts) if parts else "top papers"
+
+
+@subscribers.command("list")
+@with_newsletter
+def subscribers_list(app: Newsletter) -> None:
+    """List subscribers with their status and interests."""
+    for s in app.store.subscribers():
+        click.echo(f"{s.email}\t{s.status}\t{_interests(s.topics, s.keywords)}")
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@with_newsletter
+def subscribers_remove(app: Newsletter, email: str) -> None:
+    """Delete a subscriber and their history."""
+    if not app.store.delete_subscriber(_email(email)):
+        raise NewsletterError(f"no subscriber {email}")
+    click.echo(f"removed {email}")
+
+
+@subscribers.command("import")
+@click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@with_newsletter
+def subscribers_import(app: Newsletter, csv_file: Path) -> None:
+    """Import subscribers from a CSV file with columns email, topics, keywords (`;`-separated)."""
+    added, problems = 0, 0
+    with csv_file.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or "email" not in reader.fieldnames:
+            raise NewsletterError(f"{csv_file}: the header row must name an 'email' column")
+        for line, row in enumerate(reader, start=2):
+            try:
+                email = normalise_email(row.get("email") or "")
+                slugs = app.taxonomy.validate_slugs((row.get("topics") or "").split(";"))
+            except (InvalidAddress, ConfigError) as exc:
+                click.echo(f"warning: {csv_file}:{line}: skipped: {exc}", err=True)
+                problems += 1
+                continue
+            app.store.upsert_subscriber(
+                email, slugs, clean_keywords((row.get("keywords") or "").split(";"))
+            )
+            added += 1
+    click.echo(f"imported {added} subscribers" + (f", skipped {problems} rows" if problems else ""))
+
+
+@subscribers.command("export")
+@with_newsletter
+def subscribers_export(app: Newsletter) -> None:
+    """Write all subscribers as CSV (the import format, plus status) to stdout."""
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["email", "topics", "keywords", "status"])
+    for s in app.store.subscribers():
+        writer.writerow([s.email, ";".join(s.topics), ";".join(s.keywords), s.status])
+
+
+@cli.command()
+@date_option
+@click.option("--dry-run", is_flag=True, help="Show what would be sent; write and send nothing.")
+@with_newsletter
+def send(app: Newsletter, day: date, dry_run: bool) -> None:
+    """Plan and deliver a day's digests, then print a summary."""
+    if dry_run:
+        if not app.store.day_papers(day):
+            app.fetch(day)
+        _print_plan(app.plan(day, dry_run=True), dry_run=True)
+        return
+    report = asyncio.run(app.send(day, progress=_progress if sys.stderr.isatty() else None))
+    if sys.stderr.isatty():
+        click.echo("", err=True)
+    _print_plan(report.plan)
+    _print_drain(report.drain)
+    if report.drain.stopped:
+        raise NewsletterError(f"run paused: {report.drain.stopped}")
+
+
+def _progress(report: DrainReport) -> None:
+    click.echo(
+        f"\rsent {report.sent}, retrying {report.retrying}, failed {sum(report.failed.values())}",
+        nl=False,
+        err=True,
+    )
+
+
+def _print_plan(plan: PlanReport, dry_run: bool = False) -> None:
+    verb = "would queue" if dry_run else "queued"
+    click.echo(
+        f"{plan.day}: {verb} {plan.queued} digests"
+        + (f", {plan.already_planned} already planned earlier" if plan.already_planned else "")
+    )
+    for reason, count in sorted(plan.skipped.items()):
+        click.echo(f"  skipped ({reason}): {count}")
+
+
+def _print_drain(drain: DrainReport) -> None:
+    click.echo(f"sent: {drain.sent} in {drain.seconds:.1f}s")
+    for reason, count in sorted(drain.skipped.items()):
+        click.echo(f"skipped at send time ({reason}): {count}")
+    for reason, count in sorted(drain.failed.items()):
+        click.echo(f"failed ({reason}): {count}")
+    if drain.retrying:
+        click.echo(f"retries scheduled: {drain.retrying}")
+    if drain.suppressed:
+        click.echo(f"addresses suppressed after hard bounces: {drain.suppressed}")
+
+
+@cli.command()
+@click.argument("email")
+@date_option
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the HTML here (default: stdout); the text part goes beside it.",
+)
+@with_newsletter
+def preview(app: Newsletter, email: str, day: date, output: Path | None) -> None:
+    """Write the digest a subscriber gets for a day."""
+    rendered = app.preview(_email(email), day)
+    if output is None:
+        click.echo(rendered.html)
+        return
+    output.write_text(rendered.html, encoding="utf-8")
+    output.with_suffix(".txt").write_text(rendered.text, encoding="utf-8")
+    click.echo(f"{rendered.subject}\nwrote {output} and {output.with_suffix('.txt')}")
+
+
+@cli.command()
+@date_option
+@with_newsletter
+def status(app: Newsletter, day: date) -> None:
+    """A day's run at a glance: planned, sent, retrying, failed, skipped by reason."""
+    summary = app.store.day_summary(day)
+    total = sum(summary.by_status.values())
+    click.echo(f"{day}: {total} deliveries planned, {summary.papers_sent} papers sent")
+    for state in ("sent", "queued", "sending", "retry", "failed", "skipped"):
+        if summary.by_status.get(state):
+            click.echo(f"  {state}: {summary.by_status[state]}")
+    for reason, count in sorted(summary.skipped_by_reason.items()):
+        click.echo(f"  skipped ({reason}): {count}")
+    for reason, count in sorted(summary.failed_by_reason.items()):
+        click.echo(f"  failed ({reason}): {count}")
+
+
+@cli.command()
+@date_option
+@with_newsletter
+def failures(app: Newsletter, day: date) -> None:
+    """Who did not get a day's digest, and why."""
+    rows = app.store.undelivered(day)
+    if not rows:
+        click.echo(f"{day}: everyone planned got the digest")
+    for email, state, reason, error, attempts in rows:
+        detail = f" — {error}" if error else ""
+        click.echo(f"{email}\t{state}\t{reason or '-'}\tattempts={attempts}{detail}")
+
+
+@cli.group()
+def suppressions() -> None:
+    """Addresses never mailed again (bounced, complained, unsubscribed)."""
+
+
+@suppressions.command("list")
+@with_newsletter
+def suppressions_list(app: Newsletter) -> None:
+    for row in app.store.suppressions():
+        click.echo(
+            f"{row.email}\t{row.reason}\t{row.created_at:%Y-%m-%d %H:%M}\t{row.detail or ''}"
+        )
+
+
+@suppressions.command("add")
+@click.argument("email")
+@click.option("--reason", default="manual", show_default=True)
+@with_newsletter
+def suppressions_add(app: Newsletter, email: str, reason: str) -> None:
+    app.store.suppress(_email(email), reason)
+    click.echo(f"suppressed {email}")
+
+
+@suppressions.command("remove")
+@click.argument("email")
+@with_newsletter
+def suppressions_remove(app: Newsletter, email: str) -> None:
+    if not app.store.unsuppress(_email(email)):
+        raise NewsletterError(f"{email} is not suppressed")
+    click.echo(f"{email} may be mailed again")
+
+
+@cli.command()
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-output"),
+    show_default=True,
+    help="Folder for the database and captured mail (recreated).",
+)
+def demo(workdir: Path) -> None:
+    """Run the whole pipeline offline on the bundled sample days."""
+    from newsletter.demo import format_table, run_demo
+
+    result = run_demo(workdir, echo=click.echo)
+    click.echo("")
+    click.echo(format_table(result))
+    click.echo("")
+    click.echo(f"{result.messages} messages captured; papers repeated to anyone: {result.repeats}")
+    click.echo(f"mail (.eml and .html per subscriber per day): {result.workdir / 'mail'}")
+    if result.repeats:
+        raise NewsletterError("a paper was sent twice to one subscriber")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except NewsletterError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""Settings: declared once, each with a default and a help string.
+
+Order of precedence (highest first): `NEWSLETTER_*` environment variables, the TOML file named by
+NEWSLETTER_CONFIG (else ./config/newsletter.toml when present, else the bundled one), then the
+defaults below. A test checks that every setting is documented in the README.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from newsletter.errors import ConfigError
+
+DEMO_SECRET_KEY = "demo-secret-key-do-not-use-in-production"
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+_SOURCE_TREE = _PACKAGE_DIR.parent
+
+
+def resource_dir(name: str) -> Path:
+    """Locate templates/ or config/: the source tree when running from it, else the wheel copy."""
+    for candidate in (_SOURCE_TREE / name, _PACKAGE_DIR / "_bundled" / name):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(f"cannot find the bundled {name}/ folder next to the newsletter package")
+
+
+def config_file() -> Path | None:
+    explicit = os.environ.get("NEWSLETTER_CONFIG")
+    if explicit:
+        path = Path(explicit)
+        if not path.is_file():
+            raise ConfigError(f"NEWSLETTER_CONFIG points to {path}, which is not a file")
+        return path
+    local = Path("config/newsletter.toml")
+    if local.is_file():
+        return local
+    bundled = resource_dir("config") / "newsletter.toml"
+    return bundled if bundled.is_file() else None
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="NEWSLETTER_", extra="forbid")
+
+    database_url: str = Field(
+        "sqlite:///newsletter.db",
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql://user@host/db.",
+    )
+    smtp_host: str = Field("127.0.0.1", description="SMTP relay host.")
+    smtp_port: int = Field(25, description="SMTP relay port.")
+    smtp_user: str | None = Field(None, description="SMTP login user; no AUTH when unset.")
+    smtp_password: SecretStr | None = Field(None, description="SMTP login password.")
+    smtp_tls: Literal["none", "starttls", "tls"] = Field(
+        "none",
+        description="none (plain, for a local relay), starttls (upgrade on port 587) "
+        "or tls (implicit TLS on port 465).",
+    )
+    smtp_timeout: float = Field(30.0, description="Seconds to wait for any SMTP reply.")
+    smtp_connections: int = Field(
+        4, ge=1, le=256, description="SMTP connections kept open and used in parallel."
+    )
+    smtp_messages_per_connection: int = Field(
+        500, ge=1, description="Messages sent on one connection before it is reopened."
+    )
+    smtp_rate_limit: float = Field(
+        0.0, ge=0, description="Most messages per second across all connections; 0 = no limit."
+    )
+    from_address: str = Field(
+        "Trending Papers <papers@localhost>",
+        description="From header and envelope sender of every mail (env: NEWSLETTER_FROM).",
+        # Operators know this one as NEWSLETTER_FROM; TOML files say from_address.
+        validation_alias=AliasChoices("NEWSLETTER_FROM", "from_address"),
+    )
+    newsletter_name: str = Field("Trending Papers", description="Name shown in mail and pages.")
+    base_url: str = Field(
+        "http://localhost:8000",
+        description="Public URL of the web app; every link in mail is built from it.",
+    )
+    secret_key: SecretStr = Field(
+        SecretStr(DEMO_SECRET_KEY),
+        description="Signs links and Message-IDs. The default is refused outside the demo.",
+    )
+    source: str = Field(
+        "hf",
+        description="Where `fetch` and `send` get a day's list: hf, arxiv or a file path.",
+    )
+    hf_api_url: str = Field(
+        "https://huggingface.co/api/daily_papers",
+        description="Hugging Face daily papers API endpoint.",
+    )
+    hf_page_size: int = Field(100, ge=1, le=100, description="Items per API page.")
+    arxiv_mode: Literal["rss", "api"] = Field(
+        "rss", description="arXiv source: the daily RSS feed or the Atom query API."
+    )
+    arxiv_categories: list[str] = Field(
+        default_factory=lambda: ["cs.LG"], description="arXiv categories fetched by `arxiv`."
+    )
+    arxiv_rss_url: str = Field(
+        "https://rss.arxiv.org/rss/", description="arXiv RSS base URL (category appended)."
+    )
+    arxiv_api_url: str = Field(
+        "https://export.arxiv.org/api/query", description="arXiv Atom API endpoint."
+    )
+    arxiv_max_results: int = Field(200, ge=1, description="Papers asked of the arXiv API.")
+    arxiv_request_interval: float = Field(
+        3.0, ge=0, description="Seconds between arXiv requests (arXiv asks for 3)."
+    )
+    http_timeout: float = Field(30.0, description="Seconds before a source request fails.")
+    topics_file: Path | None = Field(
+        None, description="Topic taxonomy TOML; defaults to config/topics.toml."
+    )
+    templates_dir: Path | None = Field(
+        None, description="Folder of mail and page templates; defaults to templates/."
+    )
+    max_papers: int = Field(10, ge=1, le=50, description="Most papers in one digest.")
+    batch_size: int = Field(500, ge=1, description="Deliveries planned or claimed per batch.")
+    lease_seconds: int = Field(
+        300,
+        ge=5,
+        description="How long a claimed delivery is reserved before another may retry it.",
+    )
+    max_attempts: int = Field(
+        8, ge=1, description="SMTP attempts per delivery before it fails permanently."
+    )
+    retry_base_seconds: float = Field(
+        2.0, ge=0, description="First retry delay; doubles each attempt, with jitter."
+    )
+    retry_max_seconds: float = Field(3600.0, ge=0, description="Longest retry delay.")
+    retry_wait_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="A `send` waits for retries due within this many seconds before it returns.",
+    )
+    hard_bounce_limit: int = Field(
+        1, ge=1, description="Hard bounces after which an address is suppressed."
+    )
+    sender_error_threshold: int = Field(
+        5,
+        ge=1,
+        description="Consecutive sender-wide rejections (auth, 5.7.x, MAIL FROM) that pause a run.",
+    )
+    smtp_unreachable_threshold: int = Field(
+        3, ge=1, description="Consecutive failed connection attempts that stop a run."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = config_file()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url_is_absolute(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("base_url must be an absolute http(s) URL")
+        return value.rstrip("/")
+
+    @cached_property
+    def from_domain(self) -> str:
+        address = self.envelope_from
+        return address.rsplit("@", 1)[1] if "@" in address else "localhost"
+
+    @cached_property
+    def envelope_from(self) -> str:
+        from email.utils import parseaddr
+
+        return parseaddr(self.from_address)[1]
+
+    @cached_property
+    def list_id(self) -> str:
+        host = urlsplit(self.base_url).hostname or "localhost"
+        return f"daily.{host}"
+
+    def resolved_topics_file(self) -> Path:
+        return self.topics_file or resource_dir("config") / "topics.toml"
+
+    def resolved_templates_dir(self) -> Path:
+        return self.templates_dir or resource_dir("templates")
+
+    def require_real_secret(self) -> None:
+        """Refuse the published demo key: with it anyone could forge unsubscribe links."""
+        if self.secret_key.get_secret_value() == DEMO_SECRET_KEY:
+            raise ConfigError(
+                "NEWSLETTER_SECRET_KEY is the demo default; set a long random value "
+                '(python -c "import secrets; print(secrets.token_urlsafe(32))")'
+            )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build Settings, turning validation errors into one readable ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

@@ -1,0 +1,92 @@
+"""Choosing each subscriber's papers: topic match, minus everything already sent, ranked, capped.
+
+Pure functions over values, no I/O, so the rules are tested directly and the planner can call
+them for thousands of subscribers per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from newsletter.papers import Paper
+from newsletter.states import SkipReason
+from newsletter.topics import Taxonomy, keyword_pattern, matching_text
+
+
+@dataclass(frozen=True)
+class Interests:
+    """What a subscriber asked for. No topics and no keywords means "the day's top papers"."""
+
+    topics: tuple[str, ...] = ()
+    keywords: tuple[str, ...] = ()
+
+    @property
+    def everything(self) -> bool:
+        return not self.topics and not self.keywords
+
+
+@dataclass(frozen=True)
+class Pick:
+    paper: Paper
+    matched: tuple[str, ...]  # topic names and keywords that selected it, for the mail
+
+
+@dataclass(frozen=True)
+class Selection:
+    picks: tuple[Pick, ...]
+    skip_reason: SkipReason | None  # set exactly when picks is empty
+
+    @property
+    def paper_ids(self) -> list[str]:
+        return [pick.paper.id for pick in self.picks]
+
+
+def rank_key(paper: Paper) -> tuple[int, int, str]:
+    """Most upvoted first, then most discussed; the id keeps ties stable."""
+    return (-paper.upvotes, -paper.comments, paper.id)
+
+
+def rank(papers: Sequence[Paper]) -> list[Paper]:
+    return sorted(papers, key=rank_key)
+
+
+def match(paper: Paper, interests: Interests, taxonomy: Taxonomy) -> tuple[str, ...]:
+    """Labels of the interests `paper` matches; empty when it matches none."""
+    text = matching_text(paper)
+    labels = [
+        topic.name
+        for slug in interests.topics
+        if (topic := taxonomy.by_slug.get(slug)) is not None and topic.matches(paper, text)
+    ]
+    for keyword in interests.keywords:
+        pattern = keyword_pattern((keyword,))
+        if pattern is not None and pattern.search(text):
+            labels.append(keyword)
+    return tuple(labels)
+
+
+def select(
+    ranked_papers: Sequence[Paper],
+    interests: Interests,
+    taxonomy: Taxonomy,
+    already_sent: Collection[str],
+    cap: int,
+) -> Selection:
+    """Pick up to `cap` papers from `ranked_papers` (already in rank order) for one subscriber."""
+    picks: list[Pick] = []
+    matched_any = False
+    for paper in ranked_papers:
+        labels = () if interests.everything else match(paper, interests, taxonomy)
+        if not interests.everything and not labels:
+            continue
+        matched_any = True
+        if paper.id in already_sent:
+            continue
+        picks.append(Pick(paper, labels))
+        if len(picks) >= cap:
+            break
+    if picks:
+        return Selection(tuple(picks), None)
+    reason = SkipReason.NOTHING_NEW if matched_any else SkipReason.NO_MATCH
+    return Selection((), reason)

@@ -1,0 +1,52 @@
+"""Signed links and Message-IDs, all built from the configured base URL.
+
+Links are never built from a request's Host header: a forged Host must not reach a mail. Tokens
+are HMACs under the secret key, so nobody can unsubscribe or read someone else's digest by
+guessing ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from datetime import date
+
+
+class Links:
+    def __init__(self, base_url: str, secret_key: str, message_domain: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._key = secret_key.encode()
+        self.message_domain = message_domain
+
+    def token(self, purpose: str, value: str) -> str:
+        digest = hmac.new(self._key, f"{purpose}:{value}".encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest[:18]).decode()
+
+    def verify(self, purpose: str, value: str, token: str) -> bool:
+        return hmac.compare_digest(self.token(purpose, value), token)
+
+    def unsubscribe(self, subscriber_id: int) -> str:
+        token = self.token("unsubscribe", str(subscriber_id))
+        return f"{self.base_url}/unsubscribe/{subscriber_id}/{token}"
+
+    def preferences(self, subscriber_id: int) -> str:
+        token = self.token("preferences", str(subscriber_id))
+        return f"{self.base_url}/preferences/{subscriber_id}/{token}"
+
+    def view(self, subscriber_id: int, day: date) -> str:
+        token = self.token("view", f"{subscriber_id}/{day.isoformat()}")
+        return f"{self.base_url}/digest/{day.isoformat()}/{subscriber_id}/{token}"
+
+    def archive(self, day: date | None = None) -> str:
+        return f"{self.base_url}/archive" + (f"/{day.isoformat()}" if day else "")
+
+    def home(self) -> str:
+        return f"{self.base_url}/"
+
+    def message_id(self, subscriber_id: int, day: date) -> str:
+        """Unique per (subscriber, digest), the same on every retry, unguessable without the key."""
+        token = hmac.new(
+            self._key, f"message-id:{subscriber_id}/{day.isoformat()}".encode(), hashlib.sha256
+        ).hexdigest()[:32]
+        return f"<{day:%Y%m%d}.{token}@{self.message_domain}>"

@@ -1,0 +1,267 @@
+"""The daily pipeline, wired together: fetch a day's list, plan the outbox, deliver it.
+
+The CLI, the demo and the scheduler all drive the newsletter through this one object.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+from newsletter.config import Settings
+from newsletter.digest import Interests, Pick, Selection, match, rank, select
+from newsletter.errors import NewsletterError, SourceError
+from newsletter.links import Links
+from newsletter.papers import Paper
+from newsletter.render import DigestRenderer, RenderedDigest
+from newsletter.send.engine import DeliveryLoop, DeliveryPolicy, DrainReport
+from newsletter.send.message import Envelope, build_message
+from newsletter.send.senders import Sender, SmtpSender, smtp_config_from
+from newsletter.sources import FetchResult, arxiv, huggingface, localfile
+from newsletter.states import DeliveryStatus, SkipReason
+from newsletter.store import ClaimedDelivery, Store, SubscriberRecord
+from newsletter.store.database import PlannedDelivery
+from newsletter.topics import Taxonomy, load_taxonomy
+
+
+@dataclass
+class FetchReport:
+    day: date
+    stored: int
+    problems: list[str]
+
+
+@dataclass
+class PlanReport:
+    day: date
+    queued: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    already_planned: int = 0
+    superseded: int = 0
+
+
+@dataclass
+class SendReport:
+    plan: PlanReport
+    drain: DrainReport
+
+
+def interests_of(subscriber: SubscriberRecord) -> Interests:
+    return Interests(tuple(subscriber.topics), tuple(subscriber.keywords))
+
+
+class Newsletter:
+    def __init__(self, settings: Settings, *, demo: bool = False) -> None:
+        if not demo:
+            settings.require_real_secret()
+        self.settings = settings
+        self.store = Store(settings.database_url)
+        self.taxonomy: Taxonomy = load_taxonomy(settings.resolved_topics_file())
+        self.links = Links(
+            settings.base_url, settings.secret_key.get_secret_value(), settings.from_domain
+        )
+        self._renderer: DigestRenderer | None = None
+        self._papers: dict[str, Paper] = {}
+
+    @property
+    def renderer(self) -> DigestRenderer:
+        if self._renderer is None:  # compiled on first use: `fetch` and `topics` never need it
+            self._renderer = DigestRenderer(
+                self.settings.resolved_templates_dir(),
+                self.taxonomy,
+                self.links,
+                self.settings.newsletter_name,
+            )
+        return self._renderer
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- fetch ----------------------------------------------------------------------------
+
+    def read_source(self, day: date | None, source: str | None = None) -> tuple[date, FetchResult]:
+        s = self.settings
+        name = source or s.source
+        if name == "hf":
+            day = day or date.today()
+            return day, huggingface.fetch(day, s.hf_api_url, s.hf_page_size, s.http_timeout)
+        if name == "arxiv":
+            return day or date.today(), arxiv.fetch(
+                s.arxiv_categories,
+                mode=s.arxiv_mode,
+                rss_url=s.arxiv_rss_url,
+                api_url=s.arxiv_api_url,
+                max_results=s.arxiv_max_results,
+                interval=s.arxiv_request_interval,
+                timeout=s.http_timeout,
+            )
+        result, stated = localfile.read(Path(name))
+        chosen = day or stated
+        if chosen is None:
+            raise SourceError(f"{name} does not say which day it lists; pass --date YYYY-MM-DD")
+        return chosen, result
+
+    def fetch(self, day: date | None = None, source: str | None = None) -> FetchReport:
+        day, result = self.read_source(day, source)
+        if not result.papers:
+            problems = f" ({len(result.problems)} unreadable items)" if result.problems else ""
+            raise SourceError(f"the source listed no papers for {day}{problems}; nothing stored")
+        self.store.store_day(day, result.papers)
+        return FetchReport(day, len(result.papers), result.problems)
+
+    # -- plan -----------------------------------------------------------------------------
+
+    def day_papers(self, day: date) -> list[Paper]:
+        papers = self.store.day_papers(day)
+        if not papers:
+            raise NewsletterError(
+                f"no papers stored for {day}; run `newsletter fetch --date {day}`"
+            )
+        return rank(papers)
+
+    def selection_for(
+        self, subscriber: SubscriberRecord, ranked: list[Paper], already_sent: set[str]
+    ) -> Selection:
+        return select(
+            ranked, interests_of(subscriber), self.taxonomy, already_sent, self.settings.max_papers
+        )
+
+    def plan(self, day: date, *, dry_run: bool = False) -> PlanReport:
+        """Write one delivery per active subscriber for `day`, before any SMTP.
+
+        Safe to repeat and to run concurrently: subscribers already planned for the day are left
+        as they are, and the database's unique key settles any race.
+        """
+        ranked = self.day_papers(day)
+        day_ids = [p.id for p in ranked]
+        report = PlanReport(day)
+        if not dry_run:
+            report.superseded = self.store.supersede_older(day)
+            self.store.start_run(day, len(ranked))
+        for batch in self.store.active_subscribers(self.settings.batch_size):
+            done = self.store.planned_subscribers(day, [s.id for s in batch])
+            report.already_planned += len(done)
+            todo = [s for s in batch if s.id not in done]
+            sent = self.store.already_sent([s.id for s in todo], day_ids)
+            suppressed = self.store.suppressed([s.email for s in todo])
+            planned = []
+            for subscriber in todo:
+                if subscriber.email in suppressed:
+                    selection = Selection((), SkipReason.SUPPRESSED)
+                else:
+                    selection = self.selection_for(
+                        subscriber, ranked, sent.get(subscriber.id, set())
+                    )
+                if selection.skip_reason is None:
+                    report.queued += 1
+                else:
+                    report.skipped[selection.skip_reason] += 1
+                planned.append(
+                    PlannedDelivery(
+                        subscriber_id=subscriber.id,
+                        status=DeliveryStatus.QUEUED if selection.picks else DeliveryStatus.SKIPPED,
+                        reason=selection.skip_reason,
+                        message_id=self.links.message_id(subscriber.id, day),
+                        paper_ids=selection.paper_ids,
+                    )
+                )
+            if not dry_run:
+                self.store.add_deliveries(day, planned)
+        if not dry_run:
+            self.store.finish_run(day)
+        return report
+
+    # -- render and deliver ---------------------------------------------------------------
+
+    def papers(self, ids: list[str]) -> list[Paper]:
+        missing = [i for i in ids if i not in self._papers]
+        if missing:
+            self._papers.update(self.store.papers_by_id(missing))
+        return [self._papers[i] for i in ids if i in self._papers]
+
+    def render(
+        self, subscriber: SubscriberRecord, day: date, papers: list[Paper]
+    ) -> RenderedDigest:
+        interests = interests_of(subscriber)
+        picks = [Pick(p, match(p, interests, self.taxonomy)) for p in papers]
+        return self.renderer.render(
+            subscriber_id=subscriber.id,
+            email=subscriber.email,
+            day=day,
+            interests=interests,
+            picks=picks,
+        )
+
+    def compose(self, delivery: ClaimedDelivery) -> Envelope:
+        """The message for a claimed delivery; ValueError when the address cannot be used."""
+        subscriber = delivery.subscriber
+        rendered = self.render(subscriber, delivery.digest_date, self.papers(delivery.paper_ids))
+        return build_message(
+            from_address=self.settings.from_address,
+            to_address=subscriber.email,
+            subject=rendered.subject,
+            message_id=delivery.message_id,
+            list_id=self.settings.list_id,
+            list_name=self.settings.newsletter_name,
+            unsubscribe_url=self.links.unsubscribe(subscriber.id),
+            text=rendered.text,
+            html=rendered.html,
+        )
+
+    def policy(self) -> DeliveryPolicy:
+        s = self.settings
+        return DeliveryPolicy(
+            batch_size=s.batch_size,
+            lease_seconds=s.lease_seconds,
+            max_attempts=s.max_attempts,
+            retry_base_seconds=s.retry_base_seconds,
+            retry_max_seconds=s.retry_max_seconds,
+            retry_wait_seconds=s.retry_wait_seconds,
+            hard_bounce_limit=s.hard_bounce_limit,
+            sender_error_threshold=s.sender_error_threshold,
+            unreachable_threshold=s.smtp_unreachable_threshold,
+        )
+
+    def smtp_sender(self) -> SmtpSender:
+        return SmtpSender(smtp_config_from(self.settings))
+
+    async def drain(
+        self, sender: Sender | None = None, progress: Callable[[DrainReport], None] | None = None
+    ) -> DrainReport:
+        sender = sender or self.smtp_sender()
+        try:
+            return await DeliveryLoop(
+                self.store, sender, self.compose, self.policy(), progress
+            ).run()
+        finally:
+            await sender.close()
+
+    async def send(
+        self,
+        day: date,
+        sender: Sender | None = None,
+        progress: Callable[[DrainReport], None] | None = None,
+    ) -> SendReport:
+        """Plan `day` (fetching it first when it is not stored) and deliver everything due."""
+        if not self.store.day_papers(day):
+            self.fetch(day)
+        plan = self.plan(day)
+        return SendReport(plan, await self.drain(sender, progress))
+
+    def preview(self, email: str, day: date) -> RenderedDigest:
+        """The digest `email` gets (or would get) for `day`, without recording anything."""
+        subscriber = self.store.subscriber(email)
+        if subscriber is None:
+            raise NewsletterError(f"no subscriber {email}")
+        planned = self.store.delivery_for(subscriber.id, day)
+        if planned is not None and planned[1]:
+            papers = self.papers(planned[1])
+        else:
+            ranked = self.day_papers(day)
+            sent = self.store.already_sent([subscriber.id], [p.id for p in ranked])
+            selection = self.selection_for(subscriber, ranked, sent.get(subscriber.id, set()))
+            papers = [pick.paper for pick in selection.picks]
+        return self.render(subscriber, day, papers)

@@ -1,0 +1,2 @@
+"""Sending: message bytes, the Sender protocol with SMTP and in-memory implementations, and the
+delivery loop that claims, sends and records."""

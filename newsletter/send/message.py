@@ -1,0 +1,106 @@
+"""Building the digest's MIME bytes directly from pre-encoded parts.
+
+The email package's EmailMessage costs about 6 ms per 30 KB digest; assembling the bytes here
+costs a fraction of that. The output is plain RFC 5322/2045 and is checked against the email
+parser in the tests. Every header value passes through `one_line` first: CR/LF in feed text must
+never start a header (the email package itself turns an encoded newline in a Subject into a new
+header line, CVE-2024-6923).
+"""
+
+from __future__ import annotations
+
+import binascii
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.header import Header
+from email.utils import format_datetime, formataddr, parseaddr
+
+from newsletter.text import one_line
+
+MAX_HEADER_LENGTH = 998 - 20
+CRLF = b"\r\n"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    sender: str
+    recipient: str
+    data: bytes
+
+
+def encode_header_text(value: str) -> str:
+    """An unstructured header value, RFC 2047-encoded when it is not plain ASCII.
+
+    Text that merely looks like an encoded word ("=?UTF-8?Q?...?=") is encoded too, so a reader
+    decodes it back to the literal characters instead of to whatever it smuggles.
+    """
+    clean = one_line(value, MAX_HEADER_LENGTH)
+    if clean.isascii() and "=?" not in clean:
+        return clean
+    return Header(clean, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+
+
+def encode_address(value: str) -> str:
+    name, address = parseaddr(one_line(value))
+    if not address or not address.isascii() or any(c in address for c in "\r\n<>,;"):
+        raise ValueError(f"not a usable mail address: {value!r}")
+    return formataddr((one_line(name), address), charset="utf-8") if name else address
+
+
+def quoted_printable(text: str) -> bytes:
+    """QP with CRLF line ends; lines stay under 76 chars however long the HTML line is."""
+    normalised = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
+    return binascii.b2a_qp(normalised, quotetabs=False, istext=True).replace(b"\n", CRLF)
+
+
+def build_message(
+    *,
+    from_address: str,
+    to_address: str,
+    subject: str,
+    message_id: str,
+    list_id: str,
+    list_name: str,
+    unsubscribe_url: str,
+    text: str,
+    html: str,
+    date: datetime | None = None,
+) -> Envelope:
+    """A multipart/alternative digest (text first, then HTML) with the list headers."""
+    sender = encode_address(from_address)
+    recipient = encode_address(to_address)
+    boundary = "=_" + binascii.hexlify(message_id.encode()[-24:]).decode()[:40]
+    headers = [
+        ("From", sender),
+        ("To", recipient),
+        ("Date", format_datetime(date or datetime.now(UTC))),
+        ("Subject", encode_header_text(subject)),
+        ("Message-ID", one_line(message_id)),
+        ("List-Id", f"{encode_header_text(list_name)} <{one_line(list_id)}>"),
+        ("List-Unsubscribe", f"<{one_line(unsubscribe_url)}>"),
+        ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+        ("MIME-Version", "1.0"),
+        ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
+    ]
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
+    part_head = (
+        'Content-Type: text/{}; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    )
+    marker = f"--{boundary}\r\n".encode()
+    data = b"".join(
+        [
+            head,
+            CRLF,
+            marker,
+            part_head.format("plain").encode(),
+            quoted_printable(text),
+            CRLF,
+            marker,
+            part_head.format("html").encode(),
+            quoted_printable(html),
+            CRLF,
+            f"--{boundary}--\r\n".encode(),
+        ]
+    )
+    return Envelope(parseaddr(sender)[1], parseaddr(recipient)[1], data)

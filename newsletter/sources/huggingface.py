@@ -1,0 +1,133 @@
+"""The Hugging Face daily papers API: `GET /api/daily_papers?date=YYYY-MM-DD&p=N&limit=N`.
+
+Quirks handled here: titles and abstracts carry hard line breaks, optional keys are absent rather
+than null and older days lack many of them, upvotes live only inside `paper`, author lists can be
+hundreds long, and the top-level `title` may keep raw LaTeX.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+import httpx
+
+from newsletter.errors import SourceError
+from newsletter.papers import (
+    ABSTRACT_LIMIT,
+    AUTHORS_KEPT,
+    TITLE_LIMIT,
+    Paper,
+    canonical_id,
+)
+from newsletter.sources import FetchResult
+from newsletter.text import one_line, safe_url
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _text(value: Any, limit: int) -> str:
+    return one_line(value, limit) if isinstance(value, str) else ""
+
+
+def _date(value: Any) -> date | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).date()
+    except ValueError:
+        return None
+
+
+def parse_item(item: Any) -> Paper:
+    """Turn one API item into a Paper; ValueError says what is wrong with it."""
+    if not isinstance(item, dict):
+        raise ValueError(f"expected an object, got {type(item).__name__}")
+    paper = item.get("paper")
+    if not isinstance(paper, dict):
+        raise ValueError("no 'paper' object")
+    raw_id = paper.get("id")
+    paper_id = canonical_id(raw_id) if isinstance(raw_id, str) else None
+    if paper_id is None:
+        raise ValueError(f"paper id {str(raw_id)[:40]!r} is not an arXiv id")
+    title = _text(paper.get("title") or item.get("title"), TITLE_LIMIT)
+    if not title:
+        raise ValueError(f"paper {paper_id} has no title")
+    authors_raw = paper.get("authors")
+    authors_list = authors_raw if isinstance(authors_raw, list) else []
+    names = [
+        _text(a.get("name"), 100)
+        for a in authors_list
+        if isinstance(a, dict) and not a.get("hidden")
+    ]
+    organization = paper.get("organization") or item.get("organization")
+    org_name = None
+    if isinstance(organization, dict):
+        org_name = _text(organization.get("fullname") or organization.get("name"), 100) or None
+    keywords = paper.get("ai_keywords")
+    stars = paper.get("githubStars")
+    return Paper(
+        id=paper_id,
+        title=title,
+        abstract=_text(paper.get("summary"), ABSTRACT_LIMIT),
+        authors=[n for n in names if n][:AUTHORS_KEPT],
+        author_count=len(authors_list),
+        organization=org_name,
+        upvotes=_int(paper.get("upvotes")),
+        comments=_int(item.get("numComments")),
+        ai_summary=_text(paper.get("ai_summary"), 600) or None,
+        ai_keywords=[_text(k, 60) for k in keywords[:20] if _text(k, 60)]
+        if isinstance(keywords, list)
+        else [],
+        github_repo=safe_url(paper.get("githubRepo")),
+        github_stars=_int(stars) if isinstance(stars, int) else None,
+        project_page=safe_url(paper.get("projectPage")),
+        published_on=_date(paper.get("publishedAt")),
+    )
+
+
+def parse_items(items: Any, origin: str) -> FetchResult:
+    """Parse a whole API response; bad items become problems naming their position and id."""
+    if not isinstance(items, list):
+        raise SourceError(f"{origin}: expected a JSON list of papers, got {type(items).__name__}")
+    result = FetchResult()
+    for position, item in enumerate(items):
+        try:
+            result.papers.append(parse_item(item))
+        except ValueError as exc:
+            result.problems.append(f"{origin}: item {position}: skipped: {exc}")
+    return result.deduplicated()
+
+
+def listed_dates(items: list[Any]) -> list[date]:
+    """The listing dates (top-level publishedAt) found in a response, for date inference."""
+    return [d for item in items if isinstance(item, dict) and (d := _date(item.get("publishedAt")))]
+
+
+def fetch(
+    day: date, api_url: str, page_size: int, timeout: float, client: httpx.Client | None = None
+) -> FetchResult:
+    """Fetch every page of `day`'s list. Network and HTTP errors become one SourceError."""
+    result = FetchResult()
+    own_client = client is None
+    http = client or httpx.Client(timeout=timeout, headers={"User-Agent": "trending-papers"})
+    try:
+        for page in range(100):  # a hard stop: no real day has 10,000 papers
+            params: dict[str, str | int] = {"date": day.isoformat(), "p": page, "limit": page_size}
+            try:
+                response = http.get(api_url, params=params)
+                response.raise_for_status()
+                items = response.json()
+            except httpx.HTTPError as exc:
+                raise SourceError(f"Hugging Face API {api_url} for {day}: {exc}") from exc
+            except ValueError as exc:
+                raise SourceError(f"Hugging Face API {api_url} for {day}: not JSON") from exc
+            result.extend(parse_items(items, f"Hugging Face {day} page {page}"))
+            if not isinstance(items, list) or len(items) < page_size:
+                break
+    finally:
+        if own_client:
+            http.close()
+    return result.deduplicated()

@@ -1,0 +1,34 @@
+"""A day's list from a local file: Hugging Face JSON, arXiv Atom or arXiv RSS, told by content."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import date
+from pathlib import Path
+
+from newsletter.errors import SourceError
+from newsletter.sources import FetchResult, arxiv, huggingface
+
+
+def read(path: Path) -> tuple[FetchResult, date | None]:
+    """Parse `path`; also return the listing date the file states, if any, for `--date` default."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    head = data.lstrip()[:1]
+    origin = str(path)
+    if head in (b"[", b"{"):
+        try:
+            items = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise SourceError(f"{origin}: not valid JSON: {exc}") from exc
+        if isinstance(items, dict) and isinstance(items.get("papers"), list):
+            items = items["papers"]
+        result = huggingface.parse_items(items, origin)
+        dates = Counter(huggingface.listed_dates(items))
+        return result, (dates.most_common(1)[0][0] if dates else None)
+    if head == b"<":
+        return arxiv.parse_document(data, origin), None
+    raise SourceError(f"{origin}: not a Hugging Face JSON list, Atom feed or RSS feed")

@@ -1,0 +1,39 @@
+"""The states a subscriber and a delivery can be in, and why a delivery was skipped.
+
+They are values (stored as strings) so that every skip is counted and reported, never a silent
+`continue`.
+"""
+
+from enum import StrEnum
+
+
+class SubscriberStatus(StrEnum):
+    PENDING = "pending"  # signed up, not confirmed yet
+    ACTIVE = "active"
+    PAUSED = "paused"  # keeps the subscription, receives nothing
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"  # suppressed after hard bounces
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"  # claimed with a lease; a lease that expires means the sender died
+    SENT = "sent"
+    RETRY = "retry"  # transient failure, due again at next_attempt_at
+    FAILED = "failed"  # permanent failure, with the reason
+    SKIPPED = "skipped"  # nothing to send, with the reason
+
+
+class SkipReason(StrEnum):
+    NO_MATCH = "no_matching_papers"  # nothing on the day matched the subscriber's interests
+    NOTHING_NEW = "nothing_new"  # matches existed, but every one was sent before
+    UNSUBSCRIBED = "unsubscribed"  # left between planning and sending
+    PAUSED = "paused"
+    SUPPRESSED = "suppressed"  # bounced or complained address
+    SUPERSEDED = "superseded"  # still undelivered when a newer digest was planned
+
+
+class FailureReason(StrEnum):
+    REJECTED = "recipient_rejected"  # permanent 5xx for this recipient
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    INVALID_ADDRESS = "invalid_address"

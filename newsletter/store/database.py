@@ -1,0 +1,663 @@
+"""The Store: every query the newsletter runs, on SQLite or PostgreSQL."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Engine, Result, and_, delete, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, sessionmaker
+
+from newsletter.papers import Paper
+from newsletter.states import DeliveryStatus, SkipReason, SubscriberStatus
+from newsletter.store.engine import make_engine, translated_errors
+from newsletter.store.schema import (
+    DeliveryRow,
+    DigestRunRow,
+    ListingRow,
+    PaperRow,
+    SentPaperRow,
+    SubscriberRow,
+    SuppressionRow,
+)
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the one clock every stored time uses."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+@dataclass(frozen=True)
+class SubscriberRecord:
+    id: int
+    email: str
+    status: str
+    topics: tuple[str, ...]
+    keywords: tuple[str, ...]
+    created_at: datetime
+    bounce_count: int = 0
+
+
+@dataclass(frozen=True)
+class PlannedDelivery:
+    subscriber_id: int
+    status: DeliveryStatus
+    reason: str | None
+    message_id: str
+    paper_ids: list[str]
+
+
+@dataclass(frozen=True)
+class ClaimedDelivery:
+    id: int
+    digest_date: date
+    message_id: str
+    paper_ids: list[str]
+    attempts: int
+    subscriber: SubscriberRecord
+
+
+@dataclass
+class DaySummary:
+    digest_date: date
+    by_status: Counter[str]
+    skipped_by_reason: Counter[str]
+    failed_by_reason: Counter[str]
+    papers_sent: int
+
+
+def _subscriber(row: SubscriberRow) -> SubscriberRecord:
+    return SubscriberRecord(
+        id=row.id,
+        email=row.email,
+        status=row.status,
+        topics=tuple(row.topics or ()),
+        keywords=tuple(row.keywords or ()),
+        created_at=row.created_at,
+        bounce_count=row.bounce_count,
+    )
+
+
+def _paper(row: PaperRow) -> Paper:
+    return Paper(
+        id=row.id,
+        title=row.title,
+        abstract=row.abstract,
+        authors=list(row.authors or []),
+        author_count=row.author_count,
+        organization=row.organization,
+        upvotes=row.upvotes,
+        comments=row.comments,
+        ai_summary=row.ai_summary,
+        ai_keywords=list(row.ai_keywords or []),
+        github_repo=row.github_repo,
+        github_stars=row.github_stars,
+        project_page=row.project_page,
+        published_on=row.published_on,
+        categories=list(row.categories or []),
+    )
+
+
+class Store:
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self.url = url
+        self.engine = engine or make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction; database failures leave as StoreUnavailable with one clear line."""
+        with translated_errors(self.url), self._sessions.begin() as session:
+            yield session
+
+    def _insert(self, table: Any) -> Any:
+        return (pg_insert if self.dialect == "postgresql" else sqlite_insert)(table)
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def upgrade(self) -> None:
+        """Create or upgrade the schema to the newest migration."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with translated_errors(self.url), self.engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+    # -- papers ---------------------------------------------------------------------------
+
+    def store_day(self, day: date, papers: Sequence[Paper]) -> None:
+        """Upsert `papers` and record them as `day`'s list (replacing an earlier partial one)."""
+        now = utcnow()
+        with self.session() as s:
+            existing = {
+                row.id: row
+                for row in s.scalars(
+                    select(PaperRow).where(PaperRow.id.in_([p.id for p in papers]))
+                )
+            }
+            for paper in papers:
+                row = existing.get(paper.id)
+                if row is None:
+                    row = PaperRow(id=paper.id, first_seen=now, upvotes=0, comments=0)
+                    s.add(row)
+                    existing[paper.id] = row
+                _merge_paper(row, paper, now)
+            s.execute(delete(ListingRow).where(ListingRow.day == day))
+            s.add_all(ListingRow(day=day, paper_id=p.id, position=i) for i, p in enumerate(papers))
+
+    def day_papers(self, day: date) -> list[Paper]:
+        with self.session() as s:
+            rows = s.scalars(
+                select(PaperRow)
+                .join(ListingRow, ListingRow.paper_id == PaperRow.id)
+                .where(ListingRow.day == day)
+                .order_by(ListingRow.position)
+            )
+            return [_paper(row) for row in rows]
+
+    def papers_by_id(self, ids: Iterable[str]) -> dict[str, Paper]:
+        with self.session() as s:
+            rows = s.scalars(select(PaperRow).where(PaperRow.id.in_(list(ids))))
+            return {row.id: _paper(row) for row in rows}
+
+    def listed_days(self) -> list[date]:
+        with self.session() as s:
+            return list(s.scalars(select(ListingRow.day).distinct().order_by(ListingRow.day)))
+
+    # -- subscribers ----------------------------------------------------------------------
+
+    def upsert_subscriber(
+        self,
+        email: str,
+        topics: Sequence[str],
+        keywords: Sequence[str],
+        status: SubscriberStatus = SubscriberStatus.ACTIVE,
+    ) -> SubscriberRecord:
+        now = utcnow()
+        with self.session() as s:
+            row = s.scalar(select(SubscriberRow).where(SubscriberRow.email == email))
+            if row is None:
+                row = SubscriberRow(email=email, created_at=now, bounce_count=0)
+                s.add(row)
+            row.topics = list(topics)
+            row.keywords = list(keywords)
+            row.status = status
+            if status == SubscriberStatus.ACTIVE:
+                row.confirmed_at = row.confirmed_at or now
+                row.unsubscribed_at = None
+            s.flush()
+            return _subscriber(row)
+
+    def subscriber(self, email: str) -> SubscriberRecord | None:
+        with self.session() as s:
+            row = s.scalar(select(SubscriberRow).where(SubscriberRow.email == email))
+            return _subscriber(row) if row else None
+
+    def subscribers(self) -> list[SubscriberRecord]:
+        with self.session() as s:
+            return [
+                _subscriber(r) for r in s.scalars(select(SubscriberRow).order_by(SubscriberRow.id))
+            ]
+
+    def set_subscriber_status(self, email: str, status: SubscriberStatus) -> bool:
+        now = utcnow()
+        values: dict[str, Any] = {"status": status}
+        if status == SubscriberStatus.UNSUBSCRIBED:
+            values["unsubscribed_at"] = now
+        with self.session() as s:
+            result = s.execute(
+                update(SubscriberRow).where(SubscriberRow.email == email).values(**values)
+            )
+            return _changed(result)
+
+    def delete_subscriber(self, email: str) -> bool:
+        """Remove the subscriber and everything recorded about them (deliveries, sent log)."""
+        with self.session() as s:
+            sub_id = s.scalar(select(SubscriberRow.id).where(SubscriberRow.email == email))
+            if sub_id is None:
+                return False
+            s.execute(delete(SentPaperRow).where(SentPaperRow.subscriber_id == sub_id))
+            s.execute(delete(DeliveryRow).where(DeliveryRow.subscriber_id == sub_id))
+            s.execute(delete(SubscriberRow).where(SubscriberRow.id == sub_id))
+            return True
+
+    def active_subscribers(self, batch_size: int) -> Iterator[list[SubscriberRecord]]:
+        """Active subscribers in id order, a batch at a time (keyset pages: memory stays flat)."""
+        last_id = 0
+        while True:
+            with self.session() as s:
+                rows = s.scalars(
+                    select(SubscriberRow)
+                    .where(
+                        SubscriberRow.status == SubscriberStatus.ACTIVE, SubscriberRow.id > last_id
+                    )
+                    .order_by(SubscriberRow.id)
+                    .limit(batch_size)
+                ).all()
+                batch = [_subscriber(r) for r in rows]
+            if not batch:
+                return
+            yield batch
+            last_id = batch[-1].id
+
+    # -- planning -------------------------------------------------------------------------
+
+    def start_run(self, day: date, paper_count: int) -> None:
+        """Create `day`'s run row once; concurrent planners all find the same row."""
+        with self.session() as s:
+            s.execute(
+                self._insert(DigestRunRow)
+                .values(digest_date=day, created_at=utcnow(), paper_count=paper_count)
+                .on_conflict_do_nothing(index_elements=["digest_date"])
+            )
+
+    def finish_run(self, day: date) -> None:
+        with self.session() as s:
+            s.execute(
+                update(DigestRunRow)
+                .where(DigestRunRow.digest_date == day, DigestRunRow.planned_at.is_(None))
+                .values(planned_at=utcnow())
+            )
+
+    def run_planned(self, day: date) -> bool:
+        with self.session() as s:
+            return (
+                s.scalar(select(DigestRunRow.planned_at).where(DigestRunRow.digest_date == day))
+                is not None
+            )
+
+    def planned_subscribers(self, day: date, subscriber_ids: Sequence[int]) -> set[int]:
+        with self.session() as s:
+            return set(
+                s.scalars(
+                    select(DeliveryRow.subscriber_id).where(
+                        DeliveryRow.digest_date == day,
+                        DeliveryRow.subscriber_id.in_(subscriber_ids),
+                    )
+                )
+            )
+
+    def already_sent(
+        self, subscriber_ids: Sequence[int], paper_ids: Sequence[str]
+    ) -> dict[int, set[str]]:
+        """Which of `paper_ids` each subscriber already got: an index lookup per pair, so the
+        cost does not grow with the length of their history."""
+        sent: dict[int, set[str]] = {}
+        if not subscriber_ids or not paper_ids:
+            return sent
+        with self.session() as s:
+            rows = s.execute(
+                select(SentPaperRow.subscriber_id, SentPaperRow.paper_id).where(
+                    SentPaperRow.subscriber_id.in_(subscriber_ids),
+                    SentPaperRow.paper_id.in_(paper_ids),
+                )
+            )
+            for subscriber_id, paper_id in rows:
+                sent.setdefault(subscriber_id, set()).add(paper_id)
+        return sent
+
+    def add_deliveries(self, day: date, planned: Sequence[PlannedDelivery]) -> int:
+        """Insert the outbox rows and their sent-paper reservations in one transaction.
+
+        A row that already exists (another planner, a re-run) is left alone, and so are its
+        papers: the unique key, not this process, decides who planned a subscriber's day.
+        """
+        if not planned:
+            return 0
+        now = utcnow()
+        values = [
+            {
+                "subscriber_id": p.subscriber_id,
+                "digest_date": day,
+                "status": p.status,
+                "reason": p.reason,
+                "message_id": p.message_id,
+                "paper_ids": p.paper_ids,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for p in planned
+        ]
+        by_subscriber = {p.subscriber_id: p for p in planned}
+        with self.session() as s:
+            inserted = s.execute(
+                self._insert(DeliveryRow)
+                .values(values)
+                .on_conflict_do_nothing(index_elements=["subscriber_id", "digest_date"])
+                .returning(DeliveryRow.id, DeliveryRow.subscriber_id)
+            ).all()
+            reservations = [
+                {"subscriber_id": sub_id, "paper_id": paper_id, "delivery_id": delivery_id}
+                for delivery_id, sub_id in inserted
+                if by_subscriber[sub_id].status == DeliveryStatus.QUEUED
+                for paper_id in by_subscriber[sub_id].paper_ids
+            ]
+            if reservations:
+                s.execute(
+                    self._insert(SentPaperRow)
+                    .values(reservations)
+                    .on_conflict_do_nothing(index_elements=["subscriber_id", "paper_id"])
+                )
+            return len(inserted)
+
+    def supersede_older(self, day: date) -> int:
+        """Undelivered digests of earlier days give way to `day`'s: their papers go back into
+        the pool, so the new digest can carry them."""
+        with self.session() as s:
+            ids = list(
+                s.scalars(
+                    select(DeliveryRow.id).where(
+                        DeliveryRow.digest_date < day,
+                        DeliveryRow.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
+                    )
+                )
+            )
+            self._finish(s, ids, DeliveryStatus.SKIPPED, SkipReason.SUPERSEDED, release=True)
+            return len(ids)
+
+    # -- sending --------------------------------------------------------------------------
+
+    def claim(self, limit: int, lease_seconds: int) -> list[ClaimedDelivery]:
+        """Reserve up to `limit` due deliveries for this sender with a lease.
+
+        Due means queued, retry whose time has come, or sending whose lease expired (its sender
+        died). On PostgreSQL, FOR UPDATE SKIP LOCKED lets many senders claim at once.
+        """
+        now = utcnow()
+        due = or_(
+            DeliveryRow.status == DeliveryStatus.QUEUED,
+            and_(DeliveryRow.status == DeliveryStatus.RETRY, DeliveryRow.next_attempt_at <= now),
+            and_(DeliveryRow.status == DeliveryStatus.SENDING, DeliveryRow.lease_until < now),
+        )
+        candidates = select(DeliveryRow.id).where(due).order_by(DeliveryRow.id).limit(limit)
+        if self.dialect == "postgresql":
+            candidates = candidates.with_for_update(skip_locked=True)
+        with self.session() as s:
+            ids = list(s.scalars(candidates))
+            if not ids:
+                return []
+            s.execute(
+                update(DeliveryRow)
+                .where(DeliveryRow.id.in_(ids), due)
+                .values(
+                    status=DeliveryStatus.SENDING,
+                    lease_until=now + timedelta(seconds=lease_seconds),
+                    attempts=DeliveryRow.attempts + 1,
+                    updated_at=now,
+                )
+            )
+            rows = s.execute(
+                select(DeliveryRow, SubscriberRow)
+                .join(SubscriberRow, SubscriberRow.id == DeliveryRow.subscriber_id)
+                .where(DeliveryRow.id.in_(ids))
+                .order_by(DeliveryRow.id)
+            ).all()
+            return [
+                ClaimedDelivery(
+                    id=d.id,
+                    digest_date=d.digest_date,
+                    message_id=d.message_id,
+                    paper_ids=list(d.paper_ids),
+                    attempts=d.attempts,
+                    subscriber=_subscriber(sub),
+                )
+                for d, sub in rows
+            ]
+
+    def next_retry_at(self) -> datetime | None:
+        with self.session() as s:
+            return s.scalar(
+                select(func.min(DeliveryRow.next_attempt_at)).where(
+                    DeliveryRow.status == DeliveryStatus.RETRY
+                )
+            )
+
+    def suppressed(self, emails: Iterable[str]) -> set[str]:
+        with self.session() as s:
+            return set(
+                s.scalars(
+                    select(SuppressionRow.email).where(SuppressionRow.email.in_(list(emails)))
+                )
+            )
+
+    def mark_sent(self, ids: Sequence[int]) -> None:
+        if not ids:
+            return
+        now = utcnow()
+        with self.session() as s:
+            s.execute(
+                update(DeliveryRow)
+                .where(DeliveryRow.id.in_(ids))
+                .values(
+                    status=DeliveryStatus.SENT,
+                    sent_at=now,
+                    updated_at=now,
+                    lease_until=None,
+                    reason=None,
+                    last_error=None,
+                )
+            )
+
+    def release(self, ids: Sequence[int]) -> None:
+        """Put claimed deliveries back untried (the run stopped first): the attempt is not
+        counted against them."""
+        if not ids:
+            return
+        with self.session() as s:
+            s.execute(
+                update(DeliveryRow)
+                .where(DeliveryRow.id.in_(ids), DeliveryRow.status == DeliveryStatus.SENDING)
+                .values(
+                    status=DeliveryStatus.QUEUED,
+                    lease_until=None,
+                    attempts=DeliveryRow.attempts - 1,
+                    updated_at=utcnow(),
+                )
+            )
+
+    def mark_retry(self, retries: Sequence[tuple[int, datetime, str]]) -> None:
+        now = utcnow()
+        with self.session() as s:
+            for delivery_id, when, error in retries:
+                s.execute(
+                    update(DeliveryRow)
+                    .where(DeliveryRow.id == delivery_id)
+                    .values(
+                        status=DeliveryStatus.RETRY,
+                        next_attempt_at=when,
+                        lease_until=None,
+                        last_error=error[:1000],
+                        updated_at=now,
+                    )
+                )
+
+    def mark_finished(
+        self, ids: Sequence[int], status: DeliveryStatus, reason: str, error: str | None = None
+    ) -> None:
+        """Close deliveries that will not be sent (skipped or failed); their papers are
+        released so a later digest may carry them."""
+        with self.session() as s:
+            self._finish(s, ids, status, reason, release=True, error=error)
+
+    def _finish(
+        self,
+        s: Session,
+        ids: Sequence[int],
+        status: DeliveryStatus,
+        reason: str,
+        release: bool,
+        error: str | None = None,
+    ) -> None:
+        if not ids:
+            return
+        s.execute(
+            update(DeliveryRow)
+            .where(DeliveryRow.id.in_(ids))
+            .values(
+                status=status,
+                reason=reason,
+                lease_until=None,
+                updated_at=utcnow(),
+                last_error=error[:1000] if error else None,
+            )
+        )
+        if release:
+            s.execute(delete(SentPaperRow).where(SentPaperRow.delivery_id.in_(ids)))
+
+    def record_bounce(self, email: str, detail: str, limit: int) -> bool:
+        """Count a hard bounce; suppress the address once it reaches `limit`. True if suppressed."""
+        with self.session() as s:
+            row = s.scalar(select(SubscriberRow).where(SubscriberRow.email == email))
+            count = 1
+            if row is not None:
+                row.bounce_count += 1
+                count = row.bounce_count
+                if count >= limit:
+                    row.status = SubscriberStatus.BOUNCED
+            if count >= limit:
+                self._suppress(s, email, "bounced", detail)
+                return True
+            return False
+
+    # -- suppressions ---------------------------------------------------------------------
+
+    def _suppress(self, s: Session, email: str, reason: str, detail: str | None) -> None:
+        s.execute(
+            self._insert(SuppressionRow)
+            .values(email=email, reason=reason, detail=detail, created_at=utcnow())
+            .on_conflict_do_nothing(index_elements=["email"])
+        )
+
+    def suppress(self, email: str, reason: str, detail: str | None = None) -> None:
+        with self.session() as s:
+            self._suppress(s, email, reason, detail)
+
+    def unsuppress(self, email: str) -> bool:
+        with self.session() as s:
+            return _changed(s.execute(delete(SuppressionRow).where(SuppressionRow.email == email)))
+
+    def suppressions(self) -> list[SuppressionRow]:
+        with self.session() as s:
+            return list(s.scalars(select(SuppressionRow).order_by(SuppressionRow.created_at)))
+
+    # -- reporting ------------------------------------------------------------------------
+
+    def day_summary(self, day: date) -> DaySummary:
+        with self.session() as s:
+            rows = s.execute(
+                select(DeliveryRow.status, DeliveryRow.reason, func.count())
+                .where(DeliveryRow.digest_date == day)
+                .group_by(DeliveryRow.status, DeliveryRow.reason)
+            ).all()
+            papers = (
+                s.scalar(
+                    select(func.count())
+                    .select_from(SentPaperRow)
+                    .join(DeliveryRow, DeliveryRow.id == SentPaperRow.delivery_id)
+                    .where(
+                        DeliveryRow.digest_date == day, DeliveryRow.status == DeliveryStatus.SENT
+                    )
+                )
+                or 0
+            )
+        summary = DaySummary(day, Counter(), Counter(), Counter(), papers)
+        for status, reason, count in rows:
+            summary.by_status[status] += count
+            if status == DeliveryStatus.SKIPPED:
+                summary.skipped_by_reason[reason or "unknown"] += count
+            elif status == DeliveryStatus.FAILED:
+                summary.failed_by_reason[reason or "unknown"] += count
+        return summary
+
+    def undelivered(self, day: date) -> list[tuple[str, str, str | None, str | None, int]]:
+        """Who did not get `day`'s digest and why: (email, status, reason, last error, attempts)."""
+        with self.session() as s:
+            rows = s.execute(
+                select(
+                    SubscriberRow.email,
+                    DeliveryRow.status,
+                    DeliveryRow.reason,
+                    DeliveryRow.last_error,
+                    DeliveryRow.attempts,
+                )
+                .join(SubscriberRow, SubscriberRow.id == DeliveryRow.subscriber_id)
+                .where(DeliveryRow.digest_date == day, DeliveryRow.status != DeliveryStatus.SENT)
+                .order_by(DeliveryRow.status, SubscriberRow.email)
+            ).all()
+            return [tuple(row) for row in rows]  # type: ignore[misc]
+
+    def deliveries_for(self, email: str) -> list[tuple[date, str, str | None, list[str]]]:
+        with self.session() as s:
+            rows = s.execute(
+                select(
+                    DeliveryRow.digest_date,
+                    DeliveryRow.status,
+                    DeliveryRow.reason,
+                    DeliveryRow.paper_ids,
+                )
+                .join(SubscriberRow, SubscriberRow.id == DeliveryRow.subscriber_id)
+                .where(SubscriberRow.email == email)
+                .order_by(DeliveryRow.digest_date)
+            ).all()
+            return [(d, st, r, list(p)) for d, st, r, p in rows]
+
+    def delivery_for(self, subscriber_id: int, day: date) -> tuple[str, list[str]] | None:
+        """(Message-ID, paper ids) of a planned digest, for previews and the web version."""
+        with self.session() as s:
+            row = s.execute(
+                select(DeliveryRow.message_id, DeliveryRow.paper_ids).where(
+                    DeliveryRow.subscriber_id == subscriber_id, DeliveryRow.digest_date == day
+                )
+            ).first()
+            return (row[0], list(row[1])) if row else None
+
+
+def _changed(result: Result[Any]) -> bool:
+    """Whether an UPDATE or DELETE touched a row (their results are CursorResults)."""
+    return bool(cast("CursorResult[Any]", result).rowcount)
+
+
+def _merge_paper(row: PaperRow, paper: Paper, now: datetime) -> None:
+    """Fold a fresh copy of a paper into its stored row.
+
+    Sources differ in what they know (arXiv has no upvotes, older HF days lack AI summaries), so
+    a field only changes when the new copy has a value; engagement only goes up, since a later
+    listing of the same paper reports the newer count.
+    """
+    row.title = paper.title
+    row.abstract = paper.abstract or row.abstract or ""
+    if paper.authors:
+        row.authors = paper.authors
+        row.author_count = paper.author_count
+    row.author_count = row.author_count or paper.author_count
+    row.organization = paper.organization or row.organization
+    row.upvotes = max(row.upvotes or 0, paper.upvotes)
+    row.comments = max(row.comments or 0, paper.comments)
+    row.ai_summary = paper.ai_summary or row.ai_summary
+    row.ai_keywords = paper.ai_keywords or row.ai_keywords or []
+    row.github_repo = paper.github_repo or row.github_repo
+    row.github_stars = paper.github_stars if paper.github_stars is not None else row.github_stars
+    row.project_page = paper.project_page or row.project_page
+    row.published_on = paper.published_on or row.published_on
+    row.categories = list(dict.fromkeys([*(row.categories or []), *paper.categories]))
+    row.updated_at = now

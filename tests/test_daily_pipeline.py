@@ -1,0 +1,56 @@
+"""The daily pipeline end to end: sample days through a real SMTP server, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import date
+
+from newsletter.capture import CaptureServer
+from newsletter.pipeline import Newsletter
+from tests.conftest import SAMPLE_DATA
+
+DAYS = [date(2026, 2, 11), date(2026, 2, 12), date(2026, 2, 13)]
+
+
+def paper_ids_in(message_text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"https://huggingface\.co/papers/(\d{4}\.\d{5})", message_text))
+
+
+def test_three_overlapping_days_reach_each_subscriber_once_per_paper(
+    make_newsletter: Callable[..., Newsletter], smtp_server: CaptureServer, database_url: str
+) -> None:
+    app = make_newsletter(database_url=database_url, smtp_port=smtp_server.port)
+    app.store.upsert_subscriber("ada@example.org", ["compilers"], [])
+    app.store.upsert_subscriber("top@example.org", [], [])
+    app.store.upsert_subscriber("db@example.org", [], ["query"])
+
+    received: dict[str, list[set[str]]] = defaultdict(list)
+    for day in DAYS:
+        app.fetch(day, str(SAMPLE_DATA / f"{day}.json"))
+        before = len(smtp_server.messages)
+        report = asyncio.run(app.send(day))
+        assert report.drain.stopped is None
+        for message in smtp_server.messages[before:]:
+            body = message.parsed().get_body(preferencelist=("plain",))
+            assert body is not None
+            received[message.recipients[0]].append(paper_ids_in(body.get_content()))
+
+    for email, digests in received.items():
+        all_ids = [pid for digest in digests for pid in digest]
+        assert len(all_ids) == len(set(all_ids)), f"{email} got a paper twice"
+    assert len(received["top@example.org"]) == 3
+    assert all(len(d) == 10 for d in received["top@example.org"][:2])
+    # "query" matches one paper on the first day only: later days are recorded skips, no mail.
+    assert len(received["db@example.org"]) == 1
+    summary = app.store.day_summary(DAYS[1])
+    assert summary.skipped_by_reason["no_matching_papers"] == 1
+
+    # Re-running a day sends nothing new.
+    before = len(smtp_server.messages)
+    again = asyncio.run(app.send(DAYS[2]))
+    assert again.plan.queued == 0 and again.drain.sent == 0
+    assert len(smtp_server.messages) == before
