@@ -25,7 +25,9 @@ def normalise_email(raw: str) -> str:
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain:
         raise InvalidAddress(f"not an email address (no local@domain): {shown!r}")
-    if len(local) > 64 or not _LOCAL.fullmatch(local):
+    if len(local) > 64:
+        raise InvalidAddress(f"the part before the @ is longer than 64 characters: {shown!r}")
+    if not _LOCAL.fullmatch(local):
         raise InvalidAddress(f"invalid characters before the @ in {shown!r}")
     labels = domain.split(".")
     if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):

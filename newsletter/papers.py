@@ -19,10 +19,11 @@ AUTHORS_KEPT = 50
 def canonical_id(raw: str) -> str | None:
     """Return the arXiv id without version, from a bare id or an arXiv abs/pdf URL, else None."""
     candidate = raw.strip()
-    for marker in ("/abs/", "/pdf/", "oai:arXiv.org:"):
+    for marker in ("/abs/", "/pdf/", "oai:arXiv.org:", "arXiv:", "arxiv:"):
         if marker in candidate:
             candidate = candidate.split(marker, 1)[1]
-    candidate = candidate.removesuffix(".pdf")
+    # URLs may carry a query, a fragment or a trailing slash after the id.
+    candidate = candidate.split("?", 1)[0].split("#", 1)[0].rstrip("/").removesuffix(".pdf")
     for pattern in (_ARXIV_ID, _OLD_ARXIV_ID):
         match = pattern.fullmatch(candidate)
         if match:

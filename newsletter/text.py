@@ -11,8 +11,13 @@ import re
 import unicodedata
 from urllib.parse import urlsplit
 
-# C0/C1 controls and a byte-order mark; terminal escape sequences go whole, not just their ESC.
-_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f-\x9f\ufeff]")
+# C0/C1 controls, zero-width and bidirectional-override characters (which can disguise text,
+# e.g. make "txt.exe" read as "exe.txt") and a byte-order mark; terminal escape sequences go
+# whole, not just their ESC.
+_CONTROL = re.compile(
+    r"\x1b\[[0-9;?]*[ -/]*[@-~]"
+    r"|[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]"
+)
 # Python's \s includes the Unicode line and paragraph separators, which some mail clients and
 # the email package treat as line breaks: they become plain spaces like any other whitespace.
 _WHITESPACE = re.compile(r"\s+")
@@ -41,7 +46,8 @@ def truncate(value: str, limit: int | None) -> str:
         return value
     cut = value[: limit - 1]
     space = cut.rfind(" ")
-    if space > limit * 0.6:
+    # When the cut already ends a word, backing up to the previous space would lose that word.
+    if space > limit * 0.6 and not value[limit - 1].isspace():
         cut = cut[:space]
     return cut.rstrip(" ,;:.-") + "…"
 

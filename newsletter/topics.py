@@ -75,12 +75,22 @@ def load_taxonomy(path: Path) -> Taxonomy:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read topics file {path}: {exc}") from exc
+    entries = data.get("topic", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{path}: topics must be [[topic]] tables")
     topics = []
-    for index, raw in enumerate(data.get("topic", []), start=1):
+    for index, raw in enumerate(entries, start=1):
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: topic #{index} is not a [[topic]] table")
         slug = str(raw.get("slug", ""))
         if not _SLUG.fullmatch(slug):
             raise ConfigError(f"{path}: topic #{index} has an invalid slug {slug!r}")
-        keywords = tuple(str(k) for k in raw.get("keywords", []))
+        raw_keywords = raw.get("keywords", [])
+        categories = raw.get("arxiv_categories", [])
+        # A bare string would iterate as single letters, each matching nearly every paper.
+        if not isinstance(raw_keywords, list) or not isinstance(categories, list):
+            raise ConfigError(f"{path}: topic {slug!r}: keywords and arxiv_categories are lists")
+        keywords = tuple(str(k) for k in raw_keywords if str(k).strip())
         if not keywords:
             raise ConfigError(f"{path}: topic {slug!r} has no keywords")
         topics.append(
@@ -89,7 +99,7 @@ def load_taxonomy(path: Path) -> Taxonomy:
                 name=str(raw.get("name", slug)),
                 description=str(raw.get("description", "")),
                 keywords=keywords,
-                arxiv_categories=tuple(str(c) for c in raw.get("arxiv_categories", [])),
+                arxiv_categories=tuple(str(c) for c in categories),
             )
         )
     if len({t.slug for t in topics}) != len(topics):

@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import httpx
+
 from newsletter.papers import Paper
+from newsletter.text import one_line
+
+
+def describe_http_error(exc: httpx.HTTPError | httpx.InvalidURL) -> str:
+    """One line for the operator: httpx's own status-error text adds a second "more info" line."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return f"HTTP {exc.response.status_code} {exc.response.reason_phrase}"
+    return one_line(str(exc)) or type(exc).__name__
 
 
 @dataclass

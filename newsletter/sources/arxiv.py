@@ -19,7 +19,7 @@ from defusedxml.common import DefusedXmlException
 
 from newsletter.errors import SourceError
 from newsletter.papers import ABSTRACT_LIMIT, AUTHORS_KEPT, TITLE_LIMIT, Paper, canonical_id
-from newsletter.sources import FetchResult
+from newsletter.sources import FetchResult, describe_http_error
 from newsletter.text import one_line
 
 ATOM = "{http://www.w3.org/2005/Atom}"
@@ -183,8 +183,8 @@ def fetch(
             try:
                 response = http.get(url, params=params)
                 response.raise_for_status()
-            except httpx.HTTPError as exc:
-                raise SourceError(f"{origin}: {exc}") from exc
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise SourceError(f"{origin}: {describe_http_error(exc)}") from exc
             result.extend(parse_document(response.content, origin))
     finally:
         if own_client:

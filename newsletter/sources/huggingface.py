@@ -20,7 +20,7 @@ from newsletter.papers import (
     Paper,
     canonical_id,
 )
-from newsletter.sources import FetchResult
+from newsletter.sources import FetchResult, describe_http_error
 from newsletter.text import one_line, safe_url
 
 
@@ -120,8 +120,10 @@ def fetch(
                 response = http.get(api_url, params=params)
                 response.raise_for_status()
                 items = response.json()
-            except httpx.HTTPError as exc:
-                raise SourceError(f"Hugging Face API {api_url} for {day}: {exc}") from exc
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                raise SourceError(
+                    f"Hugging Face API {api_url} for {day}: {describe_http_error(exc)}"
+                ) from exc
             except ValueError as exc:
                 raise SourceError(f"Hugging Face API {api_url} for {day}: not JSON") from exc
             result.extend(parse_items(items, f"Hugging Face {day} page {page}"))

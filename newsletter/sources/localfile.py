@@ -17,7 +17,8 @@ def read(path: Path) -> tuple[FetchResult, date | None]:
         data = path.read_bytes()
     except OSError as exc:
         raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    head = data.lstrip()[:1]
+    # Editors on Windows save UTF-8 with a byte-order mark; json and the XML parser accept it.
+    head = data.removeprefix(b"\xef\xbb\xbf").lstrip()[:1]
     origin = str(path)
     if head in (b"[", b"{"):
         try:
