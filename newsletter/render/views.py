@@ -30,6 +30,10 @@ class PaperView:
     blurb: str
     links: tuple[PaperLink, ...]
 
+    @property
+    def comments_label(self) -> str:
+        return f"{self.comments} comment" + ("" if self.comments == 1 else "s")
+
 
 def byline(paper: Paper) -> str:
     """First authors and "et al.", then the organisation when there is one."""

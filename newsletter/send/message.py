@@ -10,6 +10,7 @@ header line, CVE-2024-6923).
 from __future__ import annotations
 
 import binascii
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
@@ -19,6 +20,8 @@ from newsletter.text import one_line
 
 MAX_HEADER_LENGTH = 998 - 20
 CRLF = b"\r\n"
+# One local@domain with nothing parseaddr would silently drop or glue together.
+_ADDR_SPEC = re.compile(r'[^\s@<>()\[\]\\,;:"]+@[^\s@<>()\[\]\\,;:"]+')
 
 
 @dataclass(frozen=True)
@@ -28,23 +31,36 @@ class Envelope:
     data: bytes
 
 
-def encode_header_text(value: str) -> str:
+def encode_header_text(value: str, header_name: str = "Subject") -> str:
     """An unstructured header value, RFC 2047-encoded when it is not plain ASCII.
 
     Text that merely looks like an encoded word ("=?UTF-8?Q?...?=") is encoded too, so a reader
-    decodes it back to the literal characters instead of to whatever it smuggles.
+    decodes it back to the literal characters instead of to whatever it smuggles. Every encoded
+    line, the first one with its header name included, fits in 78 characters: Python's email
+    generator then passes the lines through as they are, whereas re-folding a longer one writes
+    the decoded look-alike out as a real encoded word (CVE-2024-6923 on Python < 3.12.5).
     """
     clean = one_line(value, MAX_HEADER_LENGTH)
     if clean.isascii() and "=?" not in clean:
         return clean
-    return Header(clean, "utf-8", maxlinelen=76).encode(linesep="\r\n")
+    return Header(clean, "utf-8", maxlinelen=76, header_name=header_name).encode(linesep="\r\n")
 
 
 def encode_address(value: str) -> str:
-    name, address = parseaddr(one_line(value))
-    if not address or not address.isascii() or any(c in address for c in "\r\n<>,;"):
+    clean = one_line(value)
+    name, address = parseaddr(clean)
+    # parseaddr keeps only the first of several addresses and glues junk after an address onto
+    # it ("a@x.org Bcc: y" -> "a@x.orgBcc"): accept only a lone address or "Name <address>".
+    alone = clean == address or clean.endswith(f"<{address}>")
+    if not (alone and address.isascii() and _ADDR_SPEC.fullmatch(address)):
         raise ValueError(f"not a usable mail address: {value!r}")
-    return formataddr((one_line(name), address), charset="utf-8") if name else address
+    name = one_line(name)
+    if not name:
+        return address
+    if "=?" in name:  # an ASCII look-alike encoded word would be decoded by the reader
+        # The address goes on a folded line of its own so that no line needs re-folding.
+        return f"{encode_header_text(name, 'From')}\r\n <{address}>"
+    return formataddr((name, address), charset="utf-8")
 
 
 def quoted_printable(text: str) -> bytes:
@@ -76,7 +92,7 @@ def build_message(
         ("Date", format_datetime(date or datetime.now(UTC))),
         ("Subject", encode_header_text(subject)),
         ("Message-ID", one_line(message_id)),
-        ("List-Id", f"{encode_header_text(list_name)} <{one_line(list_id)}>"),
+        ("List-Id", f"{encode_header_text(list_name, 'List-Id')} <{one_line(list_id)}>"),
         ("List-Unsubscribe", f"<{one_line(unsubscribe_url)}>"),
         ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
         ("MIME-Version", "1.0"),
