@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import logging
+import signal
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import date
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.exc import ArgumentError
 
 from newsletter.addresses import InvalidAddress, normalise_email
-from newsletter.config import load_settings
-from newsletter.errors import ConfigError, NewsletterError
+from newsletter.config import Settings, load_settings
+from newsletter.errors import ConfigError, NewsletterError, StoreUnavailable
+from newsletter.logs import configure_logging
 from newsletter.pipeline import Newsletter, PlanReport
 from newsletter.send.engine import DrainReport
+from newsletter.store.engine import redacted
 from newsletter.topics import clean_keywords, load_taxonomy
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 
 
 def parse_day(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date:
@@ -38,7 +44,19 @@ date_option = click.option(
 
 
 def newsletter_app(demo: bool = False) -> Newsletter:
-    return Newsletter(load_settings(), demo=demo)
+    settings = load_settings()
+    try:
+        return Newsletter(settings, demo=demo)
+    except (OSError, ImportError, ArgumentError) as exc:
+        # A database URL naming an impossible folder, a missing driver or plain garbage.
+        raise StoreUnavailable(f"cannot open database {_url_label(settings)}: {exc}") from exc
+
+
+def _url_label(settings: Settings) -> str:
+    try:
+        return redacted(settings.database_url)
+    except ArgumentError:
+        return "NEWSLETTER_DATABASE_URL"
 
 
 def with_newsletter(func: F) -> F:
@@ -184,24 +202,98 @@ def subscribers_export(app: Newsletter) -> None:
         writer.writerow([s.email, ";".join(s.topics), ";".join(s.keywords), s.status])
 
 
+now_option = click.option(
+    "--now", is_flag=True, help="Make the day's digests due at once, not at local delivery hours."
+)
+
+
 @cli.command()
 @date_option
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; write and send nothing.")
+@now_option
 @with_newsletter
-def send(app: Newsletter, day: date, dry_run: bool) -> None:
+def send(app: Newsletter, day: date, dry_run: bool, now: bool) -> None:
     """Plan and deliver a day's digests, then print a summary."""
     if dry_run:
-        if not app.store.day_papers(day):
-            app.fetch(day)
+        # No fetch here: that would store the day. plan() says to run `fetch` first.
         _print_plan(app.plan(day, dry_run=True), dry_run=True)
         return
-    report = asyncio.run(app.send(day, progress=_progress if sys.stderr.isatty() else None))
+    report = asyncio.run(
+        app.send(day, progress=_progress if sys.stderr.isatty() else None, now=now)
+    )
     if sys.stderr.isatty():
         click.echo("", err=True)
     _print_plan(report.plan)
     _print_drain(report.drain)
+    _print_scheduled(app, day)
     if report.drain.stopped:
         raise NewsletterError(f"run paused: {report.drain.stopped}")
+
+
+def _print_scheduled(app: Newsletter, day: date) -> None:
+    waiting = app.store.day_summary(day).by_status.get("queued", 0)
+    if waiting:
+        click.echo(
+            f"scheduled for later: {waiting} (due at each subscriber's local delivery hour; "
+            "`newsletter worker` or `newsletter run` sends them, or use --now)"
+        )
+
+
+@cli.command()
+@date_option
+@now_option
+@with_newsletter
+def plan(app: Newsletter, day: date, now: bool) -> None:
+    """Create a day's deliveries without sending them (a worker sends them when due)."""
+    if not app.store.day_papers(day):
+        app.fetch(day)
+    _print_plan(app.plan(day, immediately=now))
+    _print_scheduled(app, day)
+
+
+@cli.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    help="SMTP connections in parallel (default: NEWSLETTER_SMTP_CONNECTIONS).",
+)
+@click.option("--burst", is_flag=True, help="Exit once nothing is due instead of waiting.")
+def worker(concurrency: int | None, burst: bool) -> None:
+    """Send deliveries as they become due. Run several against PostgreSQL to scale out."""
+    from newsletter.worker import run_worker
+
+    overrides = {"smtp_connections": concurrency} if concurrency else {}
+    settings = load_settings(**overrides)
+    configure_logging(settings.log_format)
+    app = Newsletter(settings)
+    try:
+        totals = asyncio.run(_until_signal(lambda stop: run_worker(app, burst=burst, stop=stop)))
+    finally:
+        app.close()
+    click.echo(f"worker done: sent {totals.sent}")
+    if totals.stopped:
+        raise NewsletterError(f"run paused: {totals.stopped}")
+
+
+async def _until_signal(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
+    """Run `main` until it returns or SIGINT/SIGTERM asks it to stop after the current batch."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    return await main(stop)
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on (default: NEWSLETTER_WEB_HOST).")
+@click.option("--port", type=int, help="Port to listen on (default: NEWSLETTER_WEB_PORT).")
+def run(host: str | None, port: int | None) -> None:
+    """The always-on service: web app, daily scheduler and a sender in one process."""
+    from newsletter.service import run_service
+
+    settings = load_settings()
+    configure_logging(settings.log_format)
+    asyncio.run(run_service(settings, host=host, port=port))
 
 
 def _progress(report: DrainReport) -> None:
@@ -317,6 +409,26 @@ def suppressions_remove(app: Newsletter, email: str) -> None:
 
 
 @cli.command()
+@click.option("--host", help="Address to listen on (default: NEWSLETTER_WEB_HOST).")
+@click.option("--port", type=int, help="Port to listen on (default: NEWSLETTER_WEB_PORT).")
+def serve(host: str | None, port: int | None) -> None:
+    """Serve the subscriber web app (subscribe, preferences, unsubscribe, archive, API)."""
+    import uvicorn
+
+    from newsletter.web import create_app
+
+    settings = load_settings()
+    app = create_app(settings)
+    uvicorn.run(
+        app,
+        host=host or settings.web_host,
+        port=port or settings.web_port,
+        proxy_headers=False,
+        server_header=False,
+    )
+
+
+@cli.command()
 @click.option(
     "--workdir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -338,7 +450,45 @@ def demo(workdir: Path) -> None:
         raise NewsletterError("a paper was sent twice to one subscriber")
 
 
+@cli.command()
+@click.argument(
+    "mailbox", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
+@click.option(
+    "--stdin", "from_stdin", is_flag=True, help="Read one message or an mbox from stdin (MTA pipe)."
+)
+@with_newsletter
+def bounces(app: Newsletter, mailbox: Path | None, from_stdin: bool) -> None:
+    """Apply bounce reports (RFC 3464 DSNs) from an mbox file or one .eml message.
+
+    Hard bounces (5.1.x, 5.2.1) are recorded and suppress the address after
+    hard_bounce_limit of them; delays and soft failures are counted, not applied.
+    """
+    from newsletter.bounces import apply_bounces, split_mailbox
+
+    if (mailbox is None) != from_stdin:
+        raise NewsletterError("give one mailbox file (mbox or .eml), or --stdin")
+    data = sys.stdin.buffer.read() if mailbox is None else mailbox.read_bytes()
+    source = "stdin" if mailbox is None else str(mailbox)
+    report = apply_bounces(
+        app.store, split_mailbox(data), app.settings.hard_bounce_limit, source=source
+    )
+    for problem in report.problems:
+        click.echo(f"warning: skipped {problem}", err=True)
+    click.echo(
+        f"{report.messages} messages, {report.reports} delivery reports: "
+        f"{len(report.hard)} hard bounces recorded, {report.suppressed} addresses suppressed"
+    )
+    for kind, count in sorted(report.not_applied.items()):
+        click.echo(f"  not applied ({kind}): {count}")
+    if report.messages and not report.reports:
+        raise NewsletterError(f"{source}: no message was a readable delivery status notification")
+
+
 def main() -> None:
+    # Every failure the CLI can report it reports itself, as one line; library log records
+    # (such as the delivery loop's "run paused") would only repeat it.
+    logging.getLogger("newsletter").addHandler(logging.NullHandler())
     try:
         cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -348,6 +498,9 @@ def main() -> None:
         exc.show()
         sys.exit(exc.exit_code)
     except NewsletterError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:  # an unwritable --output or --workdir, say
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
 

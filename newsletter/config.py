@@ -24,6 +24,7 @@ from pydantic_settings import (
 from newsletter.errors import ConfigError
 
 DEMO_SECRET_KEY = "demo-secret-key-do-not-use-in-production"
+MIN_SECRET_LENGTH = 16
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 _SOURCE_TREE = _PACKAGE_DIR.parent
@@ -155,6 +156,57 @@ class Settings(BaseSettings):
         3, ge=1, description="Consecutive failed connection attempts that stop a run."
     )
 
+    confirm_max_age_seconds: int = Field(
+        172800, ge=60, description="How long a confirmation link stays valid (default 2 days)."
+    )
+    confirm_cooldown_seconds: int = Field(
+        900, ge=0, description="At most one confirmation mail per address in this many seconds."
+    )
+    signups_per_ip_per_hour: int = Field(
+        20, ge=1, description="Sign-up requests one IP address may make per hour."
+    )
+    weekly_weekday: int = Field(
+        0,
+        ge=0,
+        le=6,
+        description="Default day weekly digests go out (0 = Monday ... 6 = Sunday).",
+    )
+    default_timezone: str = Field(
+        "UTC", description="Time zone of subscribers who have not chosen one (IANA name)."
+    )
+    default_delivery_hour: int = Field(
+        8, ge=0, le=23, description="Local hour a digest becomes due unless the subscriber chose."
+    )
+    digest_lag_days: int = Field(
+        1,
+        ge=0,
+        le=7,
+        description="A day's list is mailed this many days later, at each subscriber's local "
+        "delivery hour (1: yesterday's complete list every morning).",
+    )
+    schedule_time: str = Field(
+        "00:30",
+        pattern=r"^([01]\d|2[0-3]):[0-5]\d$",
+        description="UTC time (HH:MM) at which `newsletter run` fetches and plans each day.",
+    )
+    catchup_grace_hours: float = Field(
+        12.0, ge=0, description="After downtime, a missed daily run is caught up once within this."
+    )
+    worker_poll_seconds: float = Field(
+        5.0, gt=0, description="How often an idle worker looks for deliveries that became due."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="Log lines as plain text or as one JSON object each."
+    )
+    web_host: str = Field("127.0.0.1", description="Address `newsletter serve` listens on.")
+    web_port: int = Field(8000, description="Port `newsletter serve` listens on.")
+    trusted_proxy_hops: int = Field(
+        0,
+        ge=0,
+        description="Reverse proxies in front of the web app whose X-Forwarded-For is trusted "
+        "for per-IP limits (0 = use the socket address).",
+    )
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -169,6 +221,15 @@ class Settings(BaseSettings):
         if path is not None:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
         return tuple(sources)
+
+    @field_validator("default_timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        from newsletter.schedule import valid_timezone
+
+        if not valid_timezone(value):
+            raise ValueError(f"unknown time zone {value!r}")
+        return value
 
     @field_validator("base_url")
     @classmethod
@@ -202,9 +263,11 @@ class Settings(BaseSettings):
 
     def require_real_secret(self) -> None:
         """Refuse the published demo key: with it anyone could forge unsubscribe links."""
-        if self.secret_key.get_secret_value() == DEMO_SECRET_KEY:
+        key = self.secret_key.get_secret_value()
+        if key == DEMO_SECRET_KEY or len(key) < MIN_SECRET_LENGTH:
             raise ConfigError(
-                "NEWSLETTER_SECRET_KEY is the demo default; set a long random value "
+                f"NEWSLETTER_SECRET_KEY is the demo default or shorter than {MIN_SECRET_LENGTH} "
+                "characters; set a long random value "
                 '(python -c "import secrets; print(secrets.token_urlsafe(32))")'
             )
 

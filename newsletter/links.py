@@ -26,6 +26,25 @@ class Links:
     def verify(self, purpose: str, value: str, token: str) -> bool:
         return hmac.compare_digest(self.token(purpose, value), token)
 
+    def confirmation_token(self, subscriber_id: int, issued_at: int) -> str:
+        signed = f"{subscriber_id}.{issued_at}"
+        return f"{signed}.{self.token('confirm', signed)}"
+
+    def confirmation(self, subscriber_id: int, issued_at: int) -> str:
+        return f"{self.base_url}/confirm/{self.confirmation_token(subscriber_id, issued_at)}"
+
+    def check_confirmation(self, token: str, now: int, max_age: int) -> int | None:
+        """The subscriber id a confirmation token was issued for, if genuine and not expired."""
+        parts = token.split(".")
+        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+            return None
+        subscriber_id, issued_at = int(parts[0]), int(parts[1])
+        if not 0 <= now - issued_at <= max_age:
+            return None
+        if not self.verify("confirm", f"{subscriber_id}.{issued_at}", parts[2]):
+            return None
+        return subscriber_id
+
     def unsubscribe(self, subscriber_id: int) -> str:
         token = self.token("unsubscribe", str(subscriber_id))
         return f"{self.base_url}/unsubscribe/{subscriber_id}/{token}"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 from newsletter.config import Settings
@@ -17,6 +17,7 @@ from newsletter.errors import NewsletterError, SourceError
 from newsletter.links import Links
 from newsletter.papers import Paper
 from newsletter.render import DigestRenderer, RenderedDigest
+from newsletter.schedule import due_at, weekly_due
 from newsletter.send.engine import DeliveryLoop, DeliveryPolicy, DrainReport
 from newsletter.send.message import Envelope, build_message
 from newsletter.send.senders import Sender, SmtpSender, smtp_config_from
@@ -129,36 +130,42 @@ class Newsletter:
             ranked, interests_of(subscriber), self.taxonomy, already_sent, self.settings.max_papers
         )
 
-    def plan(self, day: date, *, dry_run: bool = False) -> PlanReport:
-        """Write one delivery per active subscriber for `day`, before any SMTP.
+    def plan(self, day: date, *, dry_run: bool = False, immediately: bool = False) -> PlanReport:
+        """Write one delivery per due subscriber for `day`, before any SMTP.
 
-        Safe to repeat and to run concurrently: subscribers already planned for the day are left
-        as they are, and the database's unique key settles any race.
+        Daily subscribers are due every day and choose from the day's list; weekly ones on their
+        weekday, choosing from the week's lists. Each delivery becomes sendable at the
+        subscriber's local delivery hour. Safe to repeat and to run concurrently: subscribers
+        already planned for the day are left alone, and the database's unique key settles races.
         """
-        ranked = self.day_papers(day)
-        day_ids = [p.id for p in ranked]
+        s = self.settings
+        daily = self.day_papers(day)
+        weekly: list[Paper] | None = None  # the week's pool, read once if anyone needs it
         report = PlanReport(day)
         if not dry_run:
             report.superseded = self.store.supersede_older(day)
-            self.store.start_run(day, len(ranked))
-        for batch in self.store.active_subscribers(self.settings.batch_size):
-            done = self.store.planned_subscribers(day, [s.id for s in batch])
+            self.store.start_run(day, len(daily))
+        for batch in self.store.active_subscribers(s.batch_size):
+            due = [
+                sub
+                for sub in batch
+                if sub.frequency != "weekly" or weekly_due(day, sub.weekday, s.weekly_weekday)
+            ]
+            if weekly is None and any(sub.frequency == "weekly" for sub in due):
+                weekly = self.week_papers(day)
+            done = self.store.planned_subscribers(day, [sub.id for sub in due])
             report.already_planned += len(done)
-            todo = [s for s in batch if s.id not in done]
-            sent = self.store.already_sent([s.id for s in todo], day_ids)
-            suppressed = self.store.suppressed([s.email for s in todo])
+            todo = [sub for sub in due if sub.id not in done]
+            candidates = {p.id for p in [*daily, *(weekly or [])]}
+            sent = self.store.already_sent([sub.id for sub in todo], list(candidates))
+            suppressed = self.store.suppressed([sub.email for sub in todo])
             planned = []
             for subscriber in todo:
+                pool = weekly if subscriber.frequency == "weekly" and weekly else daily
                 if subscriber.email in suppressed:
                     selection = Selection((), SkipReason.SUPPRESSED)
                 else:
-                    selection = self.selection_for(
-                        subscriber, ranked, sent.get(subscriber.id, set())
-                    )
-                if selection.skip_reason is None:
-                    report.queued += 1
-                else:
-                    report.skipped[selection.skip_reason] += 1
+                    selection = self.selection_for(subscriber, pool, sent.get(subscriber.id, set()))
                 planned.append(
                     PlannedDelivery(
                         subscriber_id=subscriber.id,
@@ -166,13 +173,38 @@ class Newsletter:
                         reason=selection.skip_reason,
                         message_id=self.links.message_id(subscriber.id, day),
                         paper_ids=selection.paper_ids,
+                        due_at=None
+                        if immediately
+                        else due_at(
+                            day + timedelta(days=s.digest_lag_days),
+                            subscriber.timezone,
+                            subscriber.delivery_hour,
+                            s.default_timezone,
+                            s.default_delivery_hour,
+                        ),
                     )
                 )
-            if not dry_run:
-                self.store.add_deliveries(day, planned)
+            # Count only the rows this call created: a racing planner counts the rest.
+            created = (
+                {p.subscriber_id for p in planned}
+                if dry_run
+                else self.store.add_deliveries(day, planned)
+            )
+            report.already_planned += len(planned) - len(created)
+            for delivery in planned:
+                if delivery.subscriber_id not in created:
+                    continue
+                if delivery.reason is None:
+                    report.queued += 1
+                else:
+                    report.skipped[delivery.reason] += 1
         if not dry_run:
             self.store.finish_run(day)
         return report
+
+    def week_papers(self, day: date) -> list[Paper]:
+        """Every paper listed in the seven days ending `day`, ranked: the weekly digest's pool."""
+        return rank(self.store.papers_listed_between(day - timedelta(days=6), day))
 
     # -- render and deliver ---------------------------------------------------------------
 
@@ -231,11 +263,13 @@ class Newsletter:
     async def drain(
         self, sender: Sender | None = None, progress: Callable[[DrainReport], None] | None = None
     ) -> DrainReport:
+        """Send everything due now, then return; one sender at a time on SQLite."""
         sender = sender or self.smtp_sender()
         try:
-            return await DeliveryLoop(
-                self.store, sender, self.compose, self.policy(), progress
-            ).run()
+            with self.store.exclusive_sender():
+                return await DeliveryLoop(
+                    self.store, sender, self.compose, self.policy(), progress
+                ).run()
         finally:
             await sender.close()
 
@@ -244,12 +278,25 @@ class Newsletter:
         day: date,
         sender: Sender | None = None,
         progress: Callable[[DrainReport], None] | None = None,
+        *,
+        now: bool = False,
     ) -> SendReport:
-        """Plan `day` (fetching it first when it is not stored) and deliver everything due."""
+        """Plan `day` (fetching it first when it is not stored) and deliver everything due.
+
+        With `now`, the day's digests are due at once instead of at each local delivery hour.
+        """
         if not self.store.day_papers(day):
             self.fetch(day)
-        plan = self.plan(day)
+        plan = self.plan(day, immediately=now)
         return SendReport(plan, await self.drain(sender, progress))
+
+    def web_version(self, subscriber_id: int, day: date) -> str | None:
+        """The HTML of a digest that was planned for the subscriber, for "view in browser"."""
+        subscriber = self.store.subscriber_by_id(subscriber_id)
+        planned = self.store.delivery_for(subscriber_id, day) if subscriber else None
+        if subscriber is None or planned is None or not planned[1]:
+            return None
+        return self.render(subscriber, day, self.papers(planned[1])).html
 
     def preview(self, email: str, day: date) -> RenderedDigest:
         """The digest `email` gets (or would get) for `day`, without recording anything."""

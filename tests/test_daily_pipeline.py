@@ -54,3 +54,32 @@ def test_three_overlapping_days_reach_each_subscriber_once_per_paper(
     again = asyncio.run(app.send(DAYS[2]))
     assert again.plan.queued == 0 and again.drain.sent == 0
     assert len(smtp_server.messages) == before
+
+
+def test_concurrent_fetches_of_overlapping_days_store_every_paper_once(
+    make_newsletter: Callable[..., Newsletter], database_url: str
+) -> None:
+    import threading
+
+    app = make_newsletter(database_url=database_url)
+    other = Newsletter(app.settings)  # a second process's worth of connections
+    errors: list[BaseException] = []
+
+    def fetch(newsletter: Newsletter, day: date) -> None:
+        try:
+            newsletter.fetch(day, str(SAMPLE_DATA / f"{day}.json"))
+        except BaseException as exc:  # collected: a thread's failure must fail the test
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=fetch, args=(a, d)) for a, d in ((app, DAYS[0]), (other, DAYS[1]))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    other.close()
+    assert errors == []
+    first, second = app.store.day_papers(DAYS[0]), app.store.day_papers(DAYS[1])
+    assert len(first) == 25 and len(second) == 25
+    assert len({p.id for p in first} & {p.id for p in second}) == 10

@@ -2,8 +2,9 @@
 
 The database, not memory, says how far a run got: every claimed delivery holds a lease, and a
 sender that dies simply lets its leases expire for the next run to pick up. Nothing is marked
-sent before the relay accepted it, so a crash can at worst re-send what was in flight, with the
-same Message-ID.
+sent before the relay accepted it, and accepted messages are recorded every `record_every`
+sends rather than once per claimed batch, so a crash re-sends at most that many plus the ones
+on the wire, each with its original Message-ID.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
+from newsletter.errors import StoreUnavailable
 from newsletter.send.errors import (
     RecipientRejected,
     SenderRejected,
@@ -39,6 +42,9 @@ _SKIP_FOR_STATUS = {
 }
 
 
+T = TypeVar("T")
+
+
 @dataclass(frozen=True)
 class DeliveryPolicy:
     batch_size: int = 500
@@ -50,6 +56,12 @@ class DeliveryPolicy:
     hard_bounce_limit: int = 1
     sender_error_threshold: int = 5
     unreachable_threshold: int = 3
+    # Outcomes are written after this many sends: it bounds what a crash can re-send.
+    record_every: int = 20
+    # A store call that fails (a locked SQLite file, a dropped PostgreSQL connection) is tried
+    # again this many times, after 0.5 s, 1 s, 2 s..., before the run gives up.
+    store_retries: int = 4
+    store_retry_seconds: float = 0.5
 
     def backoff(self, attempts: int) -> float:
         """Exponential backoff with jitter, so retries from many senders do not arrive at once."""
@@ -66,6 +78,7 @@ class DrainReport:
     suppressed: int = 0
     stopped: str | None = None  # why the run stopped early (sender refused, relay down)
     seconds: float = 0.0
+    store_retries: int = 0  # store calls that failed once and succeeded when tried again
 
 
 @dataclass
@@ -76,6 +89,15 @@ class _Outcomes:
     skipped: dict[SkipReason, list[int]] = field(default_factory=dict)
     failed: dict[FailureReason, list[tuple[int, str]]] = field(default_factory=dict)
     bounces: list[tuple[str, str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return (
+            len(self.sent)
+            + len(self.retry)
+            + len(self.released)
+            + sum(map(len, self.skipped.values()))
+            + sum(map(len, self.failed.values()))
+        )
 
 
 class DeliveryLoop:
@@ -93,118 +115,231 @@ class DeliveryLoop:
         self.policy = policy
         self.progress = progress
         self.report = DrainReport()
-        self._sender_errors = 0  # consecutive sender-wide rejections
+        self._sender_errors = 0  # consecutive rejections that may be about us
         self._unreachable = 0  # consecutive connection failures
+        self._answered = 0  # definite answers (accepted, or a recipient refused) this run
+        # Only as many sends as the sender can carry are let through at once, so that once the
+        # run stops, nothing still queued in front of the sender reaches the relay.
+        self._gate_size = max(1, int(getattr(sender, "concurrency", 8)))
+        self._gate = asyncio.Semaphore(self._gate_size)
+        # The first claim is small, until the relay's pace is known (see _fit_claims_to_lease).
+        self._claim_size = min(policy.batch_size, self._gate_size * policy.record_every)
+        self._pending = _Outcomes()
+        self._flush_lock = asyncio.Lock()
+        # Deliveries refused in a way that is about us only if everyone gets it (5.7.x to RCPT,
+        # 5xx to DATA): judged when the batch is done.
+        self._suspects: list[tuple[ClaimedDelivery, str]] = []
 
     async def run(self) -> DrainReport:
-        """Send until nothing is due (waiting for retries due soon) or the run must stop."""
+        """Send until nothing is due (waiting for retries and expiring leases due soon) or the
+        run must stop."""
         started = time.monotonic()
-        while self.report.stopped is None:
-            claimed = await asyncio.to_thread(
-                self.store.claim, self.policy.batch_size, self.policy.lease_seconds
-            )
-            if not claimed:
-                if not await self._wait_for_retries():
-                    break
-                continue
-            outcomes = await self._deliver(claimed)
-            await asyncio.to_thread(self._record, outcomes)
-            if self.progress:
-                self.progress(self.report)
-        self.report.seconds = time.monotonic() - started
+        try:
+            while self.report.stopped is None:
+                claimed = await self._store(
+                    self.store.claim, self._claim_size, self.policy.lease_seconds
+                )
+                if not claimed:
+                    if not await self._wait_for_due():
+                        break
+                    continue
+                batch_started = time.monotonic()
+                await self._deliver(claimed)
+                self._fit_claims_to_lease(len(claimed), time.monotonic() - batch_started)
+        finally:
+            self.report.seconds = time.monotonic() - started
         return self.report
 
-    async def _wait_for_retries(self) -> bool:
-        next_retry = await asyncio.to_thread(self.store.next_retry_at)
-        if next_retry is None:
+    def _fit_claims_to_lease(self, count: int, seconds: float) -> None:
+        """Claim no more than can be sent in half a lease at the pace just seen.
+
+        A batch that outlives its lease is claimable by another sender while this one still
+        works through it, which would duplicate mail; a slow or rate-limited relay makes the
+        pace, so it is measured rather than configured.
+        """
+        if seconds <= 0:
+            return
+        fits = int(count / seconds * self.policy.lease_seconds / 2)
+        self._claim_size = max(1, min(self.policy.batch_size, fits))
+
+    async def _wait_for_due(self) -> bool:
+        """Wait for the next retry, or for a dead sender's lease to expire, if it is soon."""
+        next_due = await self._store(self.store.next_due_at)
+        if next_due is None:
             return False
-        delay = (next_retry - utcnow()).total_seconds()
+        delay = (next_due - utcnow()).total_seconds()
         if delay > self.policy.retry_wait_seconds:
             return False
         await asyncio.sleep(max(delay, 0) + 0.05)
         return True
 
-    async def _deliver(self, claimed: list[ClaimedDelivery]) -> _Outcomes:
-        outcomes = _Outcomes()
-        suppressed = await asyncio.to_thread(
-            self.store.suppressed, [d.subscriber.email for d in claimed]
-        )
-        ready: list[tuple[ClaimedDelivery, Envelope]] = []
+    async def _deliver(self, claimed: list[ClaimedDelivery]) -> None:
+        suppressed = await self._store(self.store.suppressed, [d.subscriber.email for d in claimed])
+        ready: list[ClaimedDelivery] = []
+        pending = self._pending
         for delivery in claimed:
             # Re-checked at claim time: an unsubscribe wins over anything not yet sent.
             status = delivery.subscriber.status
             if status != SubscriberStatus.ACTIVE:
                 reason = _SKIP_FOR_STATUS.get(SubscriberStatus(status), SkipReason.UNSUBSCRIBED)
-                outcomes.skipped.setdefault(reason, []).append(delivery.id)
+                pending.skipped.setdefault(reason, []).append(delivery.id)
             elif delivery.subscriber.email in suppressed:
-                outcomes.skipped.setdefault(SkipReason.SUPPRESSED, []).append(delivery.id)
+                pending.skipped.setdefault(SkipReason.SUPPRESSED, []).append(delivery.id)
             else:
-                try:
-                    ready.append((delivery, self.compose(delivery)))
-                except ValueError as exc:
-                    outcomes.failed.setdefault(FailureReason.INVALID_ADDRESS, []).append(
-                        (delivery.id, str(exc))
-                    )
-        await asyncio.gather(*(self._send_one(d, env, outcomes) for d, env in ready))
-        return outcomes
+                ready.append(delivery)
+        tasks = [asyncio.create_task(self._gated_send(delivery)) for delivery in ready]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException:
+            # A store failure ends the run: stop the other sends rather than leave them running
+            # with nobody to record them (their leases expire and the next run retries them).
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        self._settle_suspects()
+        await self._flush()
 
-    async def _send_one(
-        self, delivery: ClaimedDelivery, envelope: Envelope, outcomes: _Outcomes
-    ) -> None:
-        if self.report.stopped is not None:
-            outcomes.released.append(delivery.id)
-            return
+    async def _gated_send(self, delivery: ClaimedDelivery) -> None:
+        async with self._gate:
+            if self.report.stopped is not None:
+                self._pending.released.append(delivery.id)
+                return
+            # Composed just before sending, so rendering overlaps the other connections' I/O
+            # instead of holding up the whole batch.
+            try:
+                envelope = self.compose(delivery)
+            except ValueError as exc:
+                self._pending.failed.setdefault(FailureReason.INVALID_ADDRESS, []).append(
+                    (delivery.id, str(exc))
+                )
+                return
+            await self._send_one(delivery, envelope)
+        if len(self._pending) >= self.policy.record_every and not self._flush_lock.locked():
+            await self._flush()
+
+    async def _send_one(self, delivery: ClaimedDelivery, envelope: Envelope) -> None:
         try:
             await self.sender.send(envelope)
         except RecipientRejected as exc:
             self._sender_errors = self._unreachable = 0
-            outcomes.failed.setdefault(FailureReason.REJECTED, []).append((delivery.id, str(exc)))
-            outcomes.bounces.append((delivery.subscriber.email, str(exc)))
+            self._answered += 1
+            self._pending.failed.setdefault(FailureReason.REJECTED, []).append(
+                (delivery.id, str(exc))
+            )
+            self._pending.bounces.append((delivery.subscriber.email, str(exc)))
         except SenderRejected as exc:
-            self._sender_errors += 1
-            outcomes.released.append(delivery.id)
-            if self._sender_errors >= self.policy.sender_error_threshold or exc.code in (530, 535):
+            if exc.certain:
+                self._pending.released.append(delivery.id)
                 self._stop(f"the relay refuses us, not the recipients: {exc}")
+                return
+            self._sender_errors += 1
+            self._suspects.append((delivery, str(exc)))
+            if self._sender_errors >= self.policy.sender_error_threshold:
+                self._stop(
+                    f"{self._sender_errors} recipients in a row refused by policy, so the relay "
+                    f"refuses us, not them: {exc}"
+                )
         except ServerUnreachable as exc:
             self._unreachable += 1
-            outcomes.released.append(delivery.id)
+            self._pending.released.append(delivery.id)
             if self._unreachable >= self.policy.unreachable_threshold:
                 self._stop(str(exc))
         except SendError as exc:
-            self._sender_errors = 0
-            self._retry_or_fail(delivery, str(exc), outcomes)
+            self._unreachable = 0
+            self._retry_or_fail(delivery, str(exc))
         else:
             self._sender_errors = self._unreachable = 0
-            outcomes.sent.append(delivery.id)
+            self._answered += 1
+            self._pending.sent.append(delivery.id)
 
-    def _retry_or_fail(self, delivery: ClaimedDelivery, error: str, outcomes: _Outcomes) -> None:
+    def _settle_suspects(self) -> None:
+        """Decide the batch's policy refusals: about us if the run stopped or nobody was
+        answered at all; otherwise about those recipients, so retried (never suppressed)."""
+        suspects, self._suspects = self._suspects, []
+        if suspects and self._answered == 0:
+            self._stop(f"every recipient tried was refused by policy: {suspects[-1][1]}")
+        for delivery, error in suspects:
+            if self.report.stopped is not None:
+                self._pending.released.append(delivery.id)
+            else:
+                self._retry_or_fail(delivery, error)
+
+    def _retry_or_fail(self, delivery: ClaimedDelivery, error: str) -> None:
         if delivery.attempts >= self.policy.max_attempts:
-            outcomes.failed.setdefault(FailureReason.RETRIES_EXHAUSTED, []).append(
+            self._pending.failed.setdefault(FailureReason.RETRIES_EXHAUSTED, []).append(
                 (delivery.id, error)
             )
             return
         when = utcnow() + timedelta(seconds=self.policy.backoff(delivery.attempts))
-        outcomes.retry.append((delivery.id, when, error))
+        self._pending.retry.append((delivery.id, when, error))
 
     def _stop(self, reason: str) -> None:
         if self.report.stopped is None:
             self.report.stopped = reason
             log.error("run paused: %s", reason)
 
+    async def _flush(self) -> None:
+        async with self._flush_lock:
+            outcomes, self._pending = self._pending, _Outcomes()
+            if not len(outcomes) and not outcomes.bounces:
+                return
+            try:
+                await asyncio.to_thread(self._record, outcomes)
+            except StoreUnavailable as exc:
+                raise StoreUnavailable(
+                    f"{exc}; sending stopped. {len(outcomes.sent)} messages the relay accepted "
+                    "could not be recorded: the next run re-sends them, with the same "
+                    "Message-ID, once their lease expires"
+                ) from exc
+        if self.progress:
+            self.progress(self.report)
+
+    # -- the store, tried again when it is briefly unavailable -----------------------------
+
+    async def _store(self, call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(self._retrying, call, *args)
+
+    def _retrying(self, call: Callable[..., T], *args: Any) -> T:
+        """Run one store call, again after a short wait if the database is briefly away.
+
+        Each call is its own transaction, so repeating it after a failure cannot apply it twice
+        unless the failure struck after the commit, and every call the loop makes tolerates that
+        (marking sent twice is harmless; a claim lost that way expires and is claimed again).
+        """
+        delay = self.policy.store_retry_seconds
+        for attempt in range(self.policy.store_retries + 1):
+            try:
+                result = call(*args)
+            except StoreUnavailable as exc:
+                if attempt == self.policy.store_retries:
+                    raise
+                log.warning("database call %s failed, trying again: %s", call.__name__, exc)
+                time.sleep(delay * random.uniform(0.8, 1.2))
+                delay *= 2
+            else:
+                if attempt:
+                    self.report.store_retries += 1
+                return result
+        raise AssertionError("unreachable")
+
     def _record(self, outcomes: _Outcomes) -> None:
+        call = self._retrying
         store = self.store
-        store.mark_sent(outcomes.sent)
-        store.mark_retry(outcomes.retry)
-        store.release(outcomes.released)
+        call(store.mark_sent, outcomes.sent)
+        # Counted as soon as they are durable, so a later failure does not hide them.
+        self.report.sent += len(outcomes.sent)
+        if outcomes.retry:
+            call(store.mark_retry, outcomes.retry)
+        self.report.retrying += len(outcomes.retry)
+        call(store.release, outcomes.released)
         for skip_reason, ids in outcomes.skipped.items():
-            store.mark_finished(ids, DeliveryStatus.SKIPPED, skip_reason)
+            call(store.mark_finished, ids, DeliveryStatus.SKIPPED, skip_reason)
             self.report.skipped[skip_reason] += len(ids)
         for failure, items in outcomes.failed.items():
             for delivery_id, detail in items:
-                store.mark_finished([delivery_id], DeliveryStatus.FAILED, failure, detail)
+                call(store.mark_finished, [delivery_id], DeliveryStatus.FAILED, failure, detail)
             self.report.failed[failure] += len(items)
         for email, detail in outcomes.bounces:
-            if store.record_bounce(email, detail, self.policy.hard_bounce_limit):
+            if call(store.record_bounce, email, detail, self.policy.hard_bounce_limit):
                 self.report.suppressed += 1
-        self.report.sent += len(outcomes.sent)
-        self.report.retrying += len(outcomes.retry)

@@ -5,11 +5,22 @@ permanent rejection suppresses that address, and a sender-wide rejection pauses 
 of blaming every recipient.
 """
 
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+# The SMTP command a reply answered: it decides whether a rejection is about us or the recipient.
+Stage = Literal["connect", "auth", "mail", "rcpt", "data"]
+
+_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
+
 
 class SendError(Exception):
-    def __init__(self, message: str, code: int | None = None) -> None:
+    def __init__(self, message: str, code: int | None = None, stage: Stage | None = None) -> None:
         super().__init__(message)
         self.code = code
+        self.stage = stage
 
 
 class TransientError(SendError):
@@ -26,6 +37,34 @@ class SenderRejected(SendError):
     Carrying on would only fail, or wrongly suppress, every remaining subscriber.
     """
 
+    @property
+    def certain(self) -> bool:
+        """Whether the refusal is about us beyond doubt.
+
+        Refusals before any recipient is named (greeting, AUTH, MAIL FROM) can only be about the
+        sender. A 5.7.x to RCPT or a 5xx to DATA may be one recipient's policy, and only says "us"
+        when every recipient gets it, which the delivery loop judges by counting.
+        """
+        return self.stage in ("connect", "auth", "mail") or self.code in (530, 535)
+
 
 class ServerUnreachable(TransientError):
     """No SMTP connection could be opened at all."""
+
+
+def enhanced_status(text: str) -> str | None:
+    """The RFC 3463 enhanced status code ("5.1.1") in a reply or DSN field, if there is one."""
+    found = _ENHANCED.search(text)
+    return found.group(0) if found else None
+
+
+def is_hard_bounce(status: str) -> bool:
+    """Whether an enhanced status says the mailbox itself is gone for good (5.1.x, 5.2.1).
+
+    Only these suppress an address: 5.2.2 (mailbox full), 5.7.x (policy, reputation) and the
+    rest may clear up or are about the sender, and suppressing on them would lose subscribers.
+    """
+    parts = status.split(".")
+    if len(parts) != 3 or parts[0] != "5":
+        return False
+    return parts[1] == "1" or (parts[1] == "2" and parts[2] == "1")

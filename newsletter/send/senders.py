@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NoReturn, Protocol
 
 import aiosmtplib
 
@@ -17,11 +16,12 @@ from newsletter.send.errors import (
     SenderRejected,
     SendError,
     ServerUnreachable,
+    Stage,
     TransientError,
+    enhanced_status,
+    is_hard_bounce,
 )
 from newsletter.send.message import Envelope
-
-_ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 
 
 class Sender(Protocol):
@@ -31,31 +31,37 @@ class Sender(Protocol):
     async def close(self) -> None: ...
 
 
-def classify(code: int, message: str, *, stage: str) -> SendError:
+def classify(code: int, message: str, *, stage: Stage) -> SendError:
     """Map an SMTP reply to the error type the delivery loop acts on.
 
     `stage` is the command that was refused: "rcpt" rejections may be about the recipient,
-    "mail"/"data"/"auth" ones are about us.
+    "connect"/"auth"/"mail" ones are about us. We send one recipient per transaction, so a
+    5.1.x to DATA (relays that check mailboxes late) is still about that recipient.
     """
     text = f"{code} {message}".strip()
     if 400 <= code < 500:
-        return TransientError(text, code)
-    enhanced = _ENHANCED.search(message)
-    if stage != "rcpt":
-        return SenderRejected(f"{stage.upper()} refused: {text}", code)
-    if enhanced:
-        subject, detail = enhanced.group(2), enhanced.group(3)
-        if subject == "1" or (subject == "2" and detail == "1"):
-            return RecipientRejected(text, code)
+        return TransientError(text, code, stage)
+    status = enhanced_status(message)
+    if stage not in ("rcpt", "data"):
+        return SenderRejected(f"{stage.upper()} refused: {text}", code, stage)
+    if status:
+        if is_hard_bounce(status):
+            return RecipientRejected(text, code, stage)
+        subject = status.split(".")[1]
         if subject == "7":
-            return SenderRejected(f"RCPT refused by policy: {text}", code)
+            return SenderRejected(f"{stage.upper()} refused by policy: {text}", code, stage)
         if subject == "2":  # mailbox full and friends may clear up
-            return TransientError(text, code)
-    if code in (550, 551, 553):
-        return RecipientRejected(text, code)
+            return TransientError(text, code, stage)
+    if stage == "rcpt" and code in (550, 551, 553):
+        return RecipientRejected(text, code, stage)
     if code == 552:
-        return TransientError(text, code)
-    return SenderRejected(f"RCPT refused: {text}", code)
+        return TransientError(text, code, stage)
+    return SenderRejected(f"{stage.upper()} refused: {text}", code, stage)
+
+
+class _NotTransmitted(Exception):
+    """The connection failed before DATA: the relay cannot have the message, so sending it again
+    at once, on a fresh connection, cannot duplicate it."""
 
 
 @dataclass
@@ -130,53 +136,102 @@ class SmtpSender:
         if cfg.user:
             try:
                 await client.login(cfg.user, cfg.password or "")
-            except aiosmtplib.SMTPAuthenticationError as exc:
+            except aiosmtplib.SMTPResponseException as exc:
+                client.close()
+                # 535 and friends pause the run; a 454 "try later" is only transient.
+                error = classify(exc.code, exc.message, stage="auth")
+                raise type(error)(
+                    f"SMTP login refused by {self.where}: {exc.code} {exc.message}",
+                    exc.code,
+                    "auth",
+                ) from exc
+            except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+                client.close()
+                raise ServerUnreachable(f"SMTP login at {self.where} cut off: {exc}") from exc
+            except aiosmtplib.SMTPException as exc:  # e.g. no AUTH offered: a setup problem
                 client.close()
                 raise SenderRejected(
-                    f"SMTP login refused by {self.where}: {exc.code} {exc.message}", exc.code
+                    f"SMTP login failed at {self.where}: {exc}", stage="auth"
                 ) from exc
-            except aiosmtplib.SMTPException as exc:
-                client.close()
-                raise SenderRejected(f"SMTP login failed at {self.where}: {exc}") from exc
         return client
+
+    @property
+    def concurrency(self) -> int:
+        """How many sends can usefully be in flight at once (the delivery loop's gate)."""
+        return self.config.connections
 
     async def send(self, envelope: Envelope) -> None:
         slot = await self._slots.get()
         try:
             await self._limiter.wait()
-            if slot.client is None or not slot.client.is_connected:
-                slot.client, slot.sent = await self._connect(), 0
-            await self._send_on(slot.client, envelope)
+            await self._send_with_reconnect(slot, envelope)
             slot.sent += 1
             if slot.sent >= self.config.messages_per_connection:
                 await self._drop(slot, polite=True)
-        except (TransientError, SenderRejected) as exc:
-            if not isinstance(exc, ServerUnreachable) and exc.code is None:
-                await self._drop(slot)  # the connection is in an unknown state
-            raise
         finally:
             self._slots.put_nowait(slot)
 
-    async def _send_on(self, client: aiosmtplib.SMTP, envelope: Envelope) -> None:
+    async def _send_with_reconnect(self, slot: _Slot, envelope: Envelope) -> None:
+        """Send on the slot's connection; a kept connection the relay closed while it sat idle
+        (an idle timeout, a relay restart) is replaced once, which is safe only because the
+        failure came before DATA."""
+        for attempt in range(2):
+            fresh = slot.client is None or not slot.client.is_connected
+            if fresh:
+                slot.client, slot.sent = await self._connect(), 0
+            client = slot.client
+            assert client is not None
+            try:
+                await self._transaction(client, envelope)
+                return
+            except _NotTransmitted as exc:
+                await self._drop(slot)
+                if fresh or attempt:
+                    raise TransientError(f"connection to {self.where} lost: {exc}") from exc
+            except SendError:
+                if not client.is_connected:
+                    await self._drop(slot)
+                raise
+
+    async def _transaction(self, client: aiosmtplib.SMTP, envelope: Envelope) -> None:
+        """MAIL, RCPT, DATA one command at a time, so a refusal is classified by the command
+        that drew it and the connection is reset (RSET) for the next message."""
+        stage: Stage = "mail"
         try:
-            await client.sendmail(envelope.sender, [envelope.recipient], envelope.data)
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            refused = exc.recipients[0]
-            raise classify(refused.code, refused.message, stage="rcpt") from exc
-        except aiosmtplib.SMTPSenderRefused as exc:
-            raise classify(exc.code, exc.message, stage="mail") from exc
-        except aiosmtplib.SMTPDataError as exc:
-            raise classify(exc.code, exc.message, stage="data") from exc
+            await client.mail(envelope.sender)
+            stage = "rcpt"
+            await client.rcpt(envelope.recipient)
+            stage = "data"
+            await client.data(envelope.data)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            self._lost(client, stage, exc)
         except aiosmtplib.SMTPResponseException as exc:
-            # e.g. a 421 "shutting down" reply to any command.
-            raise classify(exc.code, exc.message, stage="data") from exc
-        except (
-            aiosmtplib.SMTPServerDisconnected,
-            aiosmtplib.SMTPTimeoutError,
-            ConnectionError,
-            TimeoutError,
-        ) as exc:
-            raise TransientError(f"connection to {self.where} lost: {exc}") from exc
+            error = classify(exc.code, exc.message, stage=stage)
+            if exc.code == 421:  # "closing channel": the relay hangs up after saying so
+                client.close()
+            else:
+                await self._reset(client)
+            raise error from exc
+        except (aiosmtplib.SMTPTimeoutError, ConnectionError, TimeoutError, OSError) as exc:
+            self._lost(client, stage, exc)
+
+    def _lost(self, client: aiosmtplib.SMTP, stage: Stage, exc: Exception) -> NoReturn:
+        client.close()
+        if stage != "data":
+            raise _NotTransmitted(f"{type(exc).__name__}: {exc} (before DATA)") from exc
+        # Whether the relay kept the message is unknown: a retry may duplicate it, and keeps its
+        # Message-ID so the duplicate is recognisable.
+        raise TransientError(
+            f"connection to {self.where} lost during DATA: {type(exc).__name__}: {exc}",
+            stage=stage,
+        ) from exc
+
+    @staticmethod
+    async def _reset(client: aiosmtplib.SMTP) -> None:
+        try:
+            await client.rset()
+        except (aiosmtplib.SMTPException, ConnectionError, TimeoutError, OSError):
+            client.close()  # an unusable connection is dropped, not reused
 
     async def _drop(self, slot: _Slot, polite: bool = False) -> None:
         client, slot.client, slot.sent = slot.client, None, 0
@@ -187,7 +242,7 @@ class SmtpSender:
                 await client.quit()
             else:
                 client.close()
-        except aiosmtplib.SMTPException:
+        except (aiosmtplib.SMTPException, OSError):
             client.close()
 
     async def close(self) -> None:
@@ -206,6 +261,7 @@ class MemorySender:
 
     outbox: list[Envelope] = field(default_factory=list)
     fail: Callable[[Envelope], SendError | None] | None = None
+    concurrency: int = 8
 
     async def send(self, envelope: Envelope) -> None:
         if self.fail is not None and (error := self.fail(envelope)) is not None:

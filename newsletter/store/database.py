@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from newsletter.errors import NewsletterError
 from newsletter.papers import Paper
 from newsletter.states import DeliveryStatus, SkipReason, SubscriberStatus
 from newsletter.store.engine import make_engine, translated_errors
@@ -31,6 +33,10 @@ from newsletter.store.schema import (
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+class SenderBusy(NewsletterError):
+    """Another sender holds the SQLite database."""
+
+
 def utcnow() -> datetime:
     """Naive UTC, the one clock every stored time uses."""
     return datetime.now(UTC).replace(tzinfo=None)
@@ -45,6 +51,10 @@ class SubscriberRecord:
     keywords: tuple[str, ...]
     created_at: datetime
     bounce_count: int = 0
+    frequency: str = "daily"
+    timezone: str | None = None
+    delivery_hour: int | None = None
+    weekday: int | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class PlannedDelivery:
     reason: str | None
     message_id: str
     paper_ids: list[str]
+    due_at: datetime | None = None  # naive UTC; None = at once
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,10 @@ def _subscriber(row: SubscriberRow) -> SubscriberRecord:
         keywords=tuple(row.keywords or ()),
         created_at=row.created_at,
         bounce_count=row.bounce_count,
+        frequency=row.frequency,
+        timezone=row.timezone,
+        delivery_hour=row.delivery_hour,
+        weekday=row.weekday,
     )
 
 
@@ -142,27 +157,83 @@ class Store:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
 
+    @contextmanager
+    def exclusive_sender(self) -> Iterator[None]:
+        """Hold the right to send. On SQLite only one sender may run at a time (the file has one
+        writer), enforced with a lock file the kernel releases if the process dies. PostgreSQL
+        senders coordinate through FOR UPDATE SKIP LOCKED and leases, so any number may run."""
+        if self.dialect != "sqlite" or not self.engine.url.database:
+            yield
+            return
+        lock_path = Path(f"{self.engine.url.database}.sender.lock")
+        with lock_path.open("a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SenderBusy(
+                    f"another sender is already running on {self.engine.url.database}; "
+                    "SQLite allows one at a time (use PostgreSQL to run several)"
+                ) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     # -- papers ---------------------------------------------------------------------------
 
     def store_day(self, day: date, papers: Sequence[Paper]) -> None:
-        """Upsert `papers` and record them as `day`'s list (replacing an earlier partial one)."""
+        """Upsert `papers` and record them as `day`'s list (replacing an earlier partial one).
+
+        Safe against a concurrent fetch of an overlapping day: new papers are first inserted as
+        bare rows with ON CONFLICT DO NOTHING, so whoever comes second updates instead of
+        failing on the primary key.
+        """
+        if not papers:
+            return
         now = utcnow()
         with self.session() as s:
-            existing = {
+            s.execute(
+                self._insert(PaperRow)
+                .values(
+                    [
+                        {
+                            "id": p.id,
+                            "title": p.title,
+                            "abstract": "",
+                            "authors": [],
+                            "author_count": 0,
+                            "upvotes": 0,
+                            "comments": 0,
+                            "ai_keywords": [],
+                            "categories": [],
+                            "first_seen": now,
+                            "updated_at": now,
+                        }
+                        for p in papers
+                    ]
+                )
+                .on_conflict_do_nothing(index_elements=["id"])
+            )
+            rows = {
                 row.id: row
                 for row in s.scalars(
-                    select(PaperRow).where(PaperRow.id.in_([p.id for p in papers]))
+                    select(PaperRow)
+                    .where(PaperRow.id.in_([p.id for p in papers]))
+                    .with_for_update()
                 )
             }
             for paper in papers:
-                row = existing.get(paper.id)
-                if row is None:
-                    row = PaperRow(id=paper.id, first_seen=now, upvotes=0, comments=0)
-                    s.add(row)
-                    existing[paper.id] = row
-                _merge_paper(row, paper, now)
+                _merge_paper(rows[paper.id], paper, now)
             s.execute(delete(ListingRow).where(ListingRow.day == day))
-            s.add_all(ListingRow(day=day, paper_id=p.id, position=i) for i, p in enumerate(papers))
+            listing = self._insert(ListingRow).values(
+                [{"day": day, "paper_id": p.id, "position": i} for i, p in enumerate(papers)]
+            )
+            s.execute(
+                listing.on_conflict_do_update(
+                    index_elements=["day", "paper_id"],
+                    set_={"position": listing.excluded.position},
+                )
+            )
 
     def day_papers(self, day: date) -> list[Paper]:
         with self.session() as s:
@@ -172,6 +243,13 @@ class Store:
                 .where(ListingRow.day == day)
                 .order_by(ListingRow.position)
             )
+            return [_paper(row) for row in rows]
+
+    def papers_listed_between(self, first: date, last: date) -> list[Paper]:
+        """Each paper listed on any day from `first` to `last`, once."""
+        with self.session() as s:
+            listed = select(ListingRow.paper_id).where(ListingRow.day.between(first, last))
+            rows = s.scalars(select(PaperRow).where(PaperRow.id.in_(listed)))
             return [_paper(row) for row in rows]
 
     def papers_by_id(self, ids: Iterable[str]) -> dict[str, Paper]:
@@ -259,6 +337,171 @@ class Store:
             yield batch
             last_id = batch[-1].id
 
+    # -- subscriptions from the web --------------------------------------------------------
+
+    def subscriber_by_id(self, subscriber_id: int) -> SubscriberRecord | None:
+        with self.session() as s:
+            row = s.get(SubscriberRow, subscriber_id)
+            return _subscriber(row) if row else None
+
+    def sign_up(
+        self, email: str, topics: Sequence[str], keywords: Sequence[str], cooldown_seconds: int
+    ) -> tuple[SubscriberRecord, bool]:
+        """Record a sign-up; return the subscriber and whether a confirmation mail may go out.
+
+        New, pending and unsubscribed addresses become pending with the chosen interests; an
+        active or paused subscriber's interests are left alone (a stranger must not change
+        them). At most one mail per address per cooldown, decided by one conditional UPDATE
+        so that concurrent sign-ups cannot both win.
+        """
+        now = utcnow()
+        with self.session() as s:
+            row = s.scalar(select(SubscriberRow).where(SubscriberRow.email == email))
+            if row is None:
+                row = SubscriberRow(
+                    email=email,
+                    created_at=now,
+                    bounce_count=0,
+                    status=SubscriberStatus.PENDING,
+                    frequency="daily",
+                )
+                s.add(row)
+            if row.status in (SubscriberStatus.PENDING, SubscriberStatus.UNSUBSCRIBED):
+                row.status = SubscriberStatus.PENDING
+                row.topics = list(topics)
+                row.keywords = list(keywords)
+            s.flush()
+            cutoff = now - timedelta(seconds=cooldown_seconds)
+            claimed = s.execute(
+                update(SubscriberRow)
+                .where(
+                    SubscriberRow.id == row.id,
+                    or_(
+                        SubscriberRow.confirm_sent_at.is_(None),
+                        SubscriberRow.confirm_sent_at <= cutoff,
+                    ),
+                )
+                .values(confirm_sent_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            return _subscriber(row), _changed(claimed)
+
+    def release_confirmation(self, subscriber_id: int) -> None:
+        with self.session() as s:
+            s.execute(
+                update(SubscriberRow)
+                .where(SubscriberRow.id == subscriber_id)
+                .values(confirm_sent_at=None)
+            )
+
+    def confirm(self, subscriber_id: int) -> SubscriberRecord | None:
+        """Activate a pending subscriber; anyone else is returned unchanged."""
+        with self.session() as s:
+            row = s.get(SubscriberRow, subscriber_id)
+            if row is None:
+                return None
+            if row.status == SubscriberStatus.PENDING:
+                row.status = SubscriberStatus.ACTIVE
+                row.confirmed_at = utcnow()
+            return _subscriber(row)
+
+    def update_preferences(
+        self,
+        subscriber_id: int,
+        *,
+        topics: Sequence[str],
+        keywords: Sequence[str],
+        frequency: str,
+        paused: bool,
+        schedule: tuple[str | None, int | None, int | None] | None = None,
+    ) -> SubscriberRecord | None:
+        """Save what a subscriber chose; `schedule` is (time zone, delivery hour, weekday)."""
+        with self.session() as s:
+            row = s.get(SubscriberRow, subscriber_id)
+            if row is None:
+                return None
+            row.topics, row.keywords, row.frequency = list(topics), list(keywords), frequency
+            if schedule is not None:
+                row.timezone, row.delivery_hour, row.weekday = schedule
+            if paused and row.status == SubscriberStatus.ACTIVE:
+                row.status = SubscriberStatus.PAUSED
+            elif not paused and row.status == SubscriberStatus.PAUSED:
+                row.status = SubscriberStatus.ACTIVE
+            return _subscriber(row)
+
+    def unsubscribe(self, subscriber_id: int) -> SubscriberRecord | None:
+        """Stop all mail now: the status is re-checked when any queued digest is claimed, and
+        digests still waiting are closed here too so they never reach a sender."""
+        now = utcnow()
+        with self.session() as s:
+            row = s.get(SubscriberRow, subscriber_id)
+            if row is None:
+                return None
+            if row.status != SubscriberStatus.BOUNCED:
+                row.status = SubscriberStatus.UNSUBSCRIBED
+                row.unsubscribed_at = now
+            waiting = list(
+                s.scalars(
+                    select(DeliveryRow.id).where(
+                        DeliveryRow.subscriber_id == subscriber_id,
+                        DeliveryRow.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
+                    )
+                )
+            )
+            self._finish(s, waiting, DeliveryStatus.SKIPPED, SkipReason.UNSUBSCRIBED, release=True)
+            return _subscriber(row)
+
+    def resubscribe(self, subscriber_id: int) -> SubscriberRecord | None:
+        with self.session() as s:
+            row = s.get(SubscriberRow, subscriber_id)
+            if row is None:
+                return None
+            if row.status == SubscriberStatus.UNSUBSCRIBED:
+                row.status = SubscriberStatus.ACTIVE
+                row.unsubscribed_at = None
+            return _subscriber(row)
+
+    def export_subscriber(self, subscriber_id: int) -> dict[str, Any] | None:
+        """Everything stored about one subscriber, for "export my data"."""
+        with self.session() as s:
+            row = s.get(SubscriberRow, subscriber_id)
+            if row is None:
+                return None
+            deliveries = s.execute(
+                select(
+                    DeliveryRow.digest_date,
+                    DeliveryRow.status,
+                    DeliveryRow.reason,
+                    DeliveryRow.paper_ids,
+                    DeliveryRow.sent_at,
+                )
+                .where(DeliveryRow.subscriber_id == subscriber_id)
+                .order_by(DeliveryRow.digest_date)
+            ).all()
+            return {
+                "email": row.email,
+                "status": row.status,
+                "topics": list(row.topics or []),
+                "keywords": list(row.keywords or []),
+                "frequency": row.frequency,
+                "created_at": row.created_at.isoformat(),
+                "confirmed_at": row.confirmed_at.isoformat() if row.confirmed_at else None,
+                "deliveries": [
+                    {
+                        "date": d.isoformat(),
+                        "status": st,
+                        "reason": r,
+                        "papers": list(p),
+                        "sent_at": at.isoformat() if at else None,
+                    }
+                    for d, st, r, p, at in deliveries
+                ],
+            }
+
+    def delete_subscriber_by_id(self, subscriber_id: int) -> bool:
+        record = self.subscriber_by_id(subscriber_id)
+        return record is not None and self.delete_subscriber(record.email)
+
     # -- planning -------------------------------------------------------------------------
 
     def start_run(self, day: date, paper_count: int) -> None:
@@ -315,14 +558,15 @@ class Store:
                 sent.setdefault(subscriber_id, set()).add(paper_id)
         return sent
 
-    def add_deliveries(self, day: date, planned: Sequence[PlannedDelivery]) -> int:
-        """Insert the outbox rows and their sent-paper reservations in one transaction.
+    def add_deliveries(self, day: date, planned: Sequence[PlannedDelivery]) -> set[int]:
+        """Insert the outbox rows and their sent-paper reservations in one transaction; return
+        the subscribers whose row this call created.
 
         A row that already exists (another planner, a re-run) is left alone, and so are its
         papers: the unique key, not this process, decides who planned a subscriber's day.
         """
         if not planned:
-            return 0
+            return set()
         now = utcnow()
         values = [
             {
@@ -332,6 +576,7 @@ class Store:
                 "reason": p.reason,
                 "message_id": p.message_id,
                 "paper_ids": p.paper_ids,
+                "next_attempt_at": p.due_at,
                 "attempts": 0,
                 "created_at": now,
                 "updated_at": now,
@@ -358,7 +603,7 @@ class Store:
                     .values(reservations)
                     .on_conflict_do_nothing(index_elements=["subscriber_id", "paper_id"])
                 )
-            return len(inserted)
+            return {sub_id for _, sub_id in inserted}
 
     def supersede_older(self, day: date) -> int:
         """Undelivered digests of earlier days give way to `day`'s: their papers go back into
@@ -380,12 +625,16 @@ class Store:
     def claim(self, limit: int, lease_seconds: int) -> list[ClaimedDelivery]:
         """Reserve up to `limit` due deliveries for this sender with a lease.
 
-        Due means queued, retry whose time has come, or sending whose lease expired (its sender
-        died). On PostgreSQL, FOR UPDATE SKIP LOCKED lets many senders claim at once.
+        Due means queued or retry whose time has come (the local delivery hour, the backoff),
+        or sending whose lease expired (its sender died). On PostgreSQL, FOR UPDATE SKIP LOCKED
+        lets many senders claim at once.
         """
         now = utcnow()
         due = or_(
-            DeliveryRow.status == DeliveryStatus.QUEUED,
+            and_(
+                DeliveryRow.status == DeliveryStatus.QUEUED,
+                or_(DeliveryRow.next_attempt_at.is_(None), DeliveryRow.next_attempt_at <= now),
+            ),
             and_(DeliveryRow.status == DeliveryStatus.RETRY, DeliveryRow.next_attempt_at <= now),
             and_(DeliveryRow.status == DeliveryStatus.SENDING, DeliveryRow.lease_until < now),
         )
@@ -396,14 +645,19 @@ class Store:
             ids = list(s.scalars(candidates))
             if not ids:
                 return []
-            s.execute(
-                update(DeliveryRow)
-                .where(DeliveryRow.id.in_(ids), due)
-                .values(
-                    status=DeliveryStatus.SENDING,
-                    lease_until=now + timedelta(seconds=lease_seconds),
-                    attempts=DeliveryRow.attempts + 1,
-                    updated_at=now,
+            # The UPDATE re-checks "due" and RETURNING says which rows this call really took:
+            # another sender may have claimed some between the SELECT and here.
+            ids = list(
+                s.scalars(
+                    update(DeliveryRow)
+                    .where(DeliveryRow.id.in_(ids), due)
+                    .values(
+                        status=DeliveryStatus.SENDING,
+                        lease_until=now + timedelta(seconds=lease_seconds),
+                        attempts=DeliveryRow.attempts + 1,
+                        updated_at=now,
+                    )
+                    .returning(DeliveryRow.id)
                 )
             )
             rows = s.execute(
@@ -423,14 +677,6 @@ class Store:
                 )
                 for d, sub in rows
             ]
-
-    def next_retry_at(self) -> datetime | None:
-        with self.session() as s:
-            return s.scalar(
-                select(func.min(DeliveryRow.next_attempt_at)).where(
-                    DeliveryRow.status == DeliveryStatus.RETRY
-                )
-            )
 
     def suppressed(self, emails: Iterable[str]) -> set[str]:
         with self.session() as s:
@@ -589,6 +835,46 @@ class Store:
                 summary.failed_by_reason[reason or "unknown"] += count
         return summary
 
+    def metrics(self) -> dict[str, Any]:
+        """Counters for the metrics endpoint, all read in one short transaction."""
+        now = utcnow()
+        with self.session() as s:
+            by_state = s.execute(
+                select(DeliveryRow.status, DeliveryRow.reason, func.count()).group_by(
+                    DeliveryRow.status, DeliveryRow.reason
+                )
+            ).all()
+            due_now = s.scalar(
+                select(func.count()).where(
+                    DeliveryRow.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
+                    or_(DeliveryRow.next_attempt_at.is_(None), DeliveryRow.next_attempt_at <= now),
+                )
+            )
+            later = s.scalar(
+                select(func.count()).where(
+                    DeliveryRow.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRY]),
+                    DeliveryRow.next_attempt_at > now,
+                )
+            )
+            last_run = s.execute(
+                select(DigestRunRow.digest_date, DigestRunRow.created_at, DigestRunRow.planned_at)
+                .order_by(DigestRunRow.digest_date.desc())
+                .limit(1)
+            ).first()
+            sending = s.execute(
+                select(func.min(DeliveryRow.created_at), func.max(DeliveryRow.sent_at)).where(
+                    DeliveryRow.digest_date == (last_run[0] if last_run else None),
+                    DeliveryRow.status == DeliveryStatus.SENT,
+                )
+            ).first()
+        return {
+            "deliveries": [(st, r or "", n) for st, r, n in by_state],
+            "queue_due": due_now or 0,
+            "queue_scheduled": later or 0,
+            "last_run": last_run,
+            "last_run_send_span": sending,
+        }
+
     def undelivered(self, day: date) -> list[tuple[str, str, str | None, str | None, int]]:
         """Who did not get `day`'s digest and why: (email, status, reason, last error, attempts)."""
         with self.session() as s:
@@ -630,6 +916,69 @@ class Store:
                 )
             ).first()
             return (row[0], list(row[1])) if row else None
+
+    # -- reliability ----------------------------------------------------------------------
+
+    def next_due_at(self) -> datetime | None:
+        """When the next delivery becomes claimable: a retry's time, or the expiry of a lease
+        (a sender that died mid-run leaves its claims in `sending` until then)."""
+        with self.session() as s:
+            retry_at = s.scalar(
+                select(func.min(DeliveryRow.next_attempt_at)).where(
+                    DeliveryRow.status == DeliveryStatus.RETRY
+                )
+            )
+            lease_until = s.scalar(
+                select(func.min(DeliveryRow.lease_until)).where(
+                    DeliveryRow.status == DeliveryStatus.SENDING
+                )
+            )
+        times = [t for t in (retry_at, lease_until) if t is not None]
+        return min(times) if times else None
+
+    def add_subscribers(
+        self,
+        emails: Sequence[str],
+        topics: Sequence[str] = (),
+        keywords: Sequence[str] = (),
+        chunk: int = 1000,
+    ) -> int:
+        """Add many confirmed subscribers at once (imports, load and fault tests); addresses
+        already present are left as they are. Returns how many were added."""
+        now = utcnow()
+        added = 0
+        with self.session() as s:
+            for start in range(0, len(emails), chunk):
+                values = [
+                    {
+                        "email": email,
+                        "status": SubscriberStatus.ACTIVE,
+                        "topics": list(topics),
+                        "keywords": list(keywords),
+                        "created_at": now,
+                        "confirmed_at": now,
+                        "bounce_count": 0,
+                    }
+                    for email in emails[start : start + chunk]
+                ]
+                inserted = s.execute(
+                    self._insert(SubscriberRow)
+                    .values(values)
+                    .on_conflict_do_nothing(index_elements=["email"])
+                    .returning(SubscriberRow.id)
+                ).all()
+                added += len(inserted)
+        return added
+
+    def delivery_states(self, day: date) -> dict[str, tuple[str, str | None]]:
+        """Every subscriber's delivery for `day`: email -> (status, reason)."""
+        with self.session() as s:
+            rows = s.execute(
+                select(SubscriberRow.email, DeliveryRow.status, DeliveryRow.reason)
+                .join(SubscriberRow, SubscriberRow.id == DeliveryRow.subscriber_id)
+                .where(DeliveryRow.digest_date == day)
+            ).all()
+            return {email: (status, reason) for email, status, reason in rows}
 
 
 def _changed(result: Result[Any]) -> bool:

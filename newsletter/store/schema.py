@@ -68,6 +68,14 @@ class SubscriberRow(Base):
     confirmed_at: Mapped[datetime | None] = mapped_column(DateTime)
     unsubscribed_at: Mapped[datetime | None] = mapped_column(DateTime)
     bounce_count: Mapped[int] = mapped_column(Integer, default=0)
+    frequency: Mapped[str] = mapped_column(String(8), default="daily", server_default="daily")
+    # When the last confirmation mail went out: at most one per address per cooldown.
+    confirm_sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The digest is due at this hour of the subscriber's own day (IANA zone name); unset means
+    # the operator's defaults.
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    delivery_hour: Mapped[int | None] = mapped_column(Integer)
+    weekday: Mapped[int | None] = mapped_column(Integer)  # weekly digests: 0 = Monday
 
 
 class DigestRunRow(Base):
@@ -100,6 +108,7 @@ class DeliveryRow(Base):
     paper_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime)
+    # Not before this time: the local delivery hour for queued rows, the backoff for retries.
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)

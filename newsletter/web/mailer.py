@@ -1,0 +1,111 @@
+"""Confirmation mail, sent in the background so a sign-up answers at once and in the same time
+whether or not a mail goes out (no address enumeration by timing)."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+
+from newsletter.config import Settings
+from newsletter.send.message import Envelope
+from newsletter.send.senders import SmtpSender, smtp_config_from
+
+log = logging.getLogger(__name__)
+
+
+def _message(
+    settings: Settings,
+    to_address: str,
+    subject: str,
+    lead: str,
+    action: str,
+    url: str,
+    footnote: str,
+) -> Envelope:
+    """A short transactional mail. Nothing the visitor typed appears in it except the address,
+    which is validated and only used in To: a sign-up form cannot be used to mail text."""
+    message = EmailMessage()
+    message["From"] = settings.from_address
+    message["To"] = to_address
+    message["Subject"] = subject
+    message["Date"] = format_datetime(datetime.now(UTC))
+    message["Message-ID"] = make_msgid(domain=settings.from_domain)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(f"{lead}\n\n{action}:\n{url}\n\n{footnote}\n")
+    message.add_alternative(
+        '<!doctype html><html><body style="font-family:-apple-system,Segoe UI,Roboto,Arial,'
+        'sans-serif;color:#1f2937;max-width:560px;margin:24px auto;padding:0 16px">'
+        f'<p style="font-size:16px">{html.escape(lead)}</p>'
+        f'<p><a href="{html.escape(url)}" style="display:inline-block;background:#1d4ed8;'
+        'color:#fff;padding:12px 20px;border-radius:8px;text-decoration:none;font-weight:600">'
+        f"{html.escape(action)}</a></p>"
+        f'<p style="font-size:13px;color:#6b7280">{html.escape(footnote)}</p></body></html>',
+        subtype="html",
+    )
+    return Envelope(settings.envelope_from, to_address, message.as_bytes())
+
+
+def confirmation_message(settings: Settings, to_address: str, confirm_url: str) -> Envelope:
+    name = settings.newsletter_name
+    return _message(
+        settings,
+        to_address,
+        f"Confirm your subscription to {name}",
+        f"Someone, hopefully you, asked to receive {name}: a daily digest of trending research "
+        "papers.",
+        "Confirm my subscription",
+        confirm_url,
+        "If it was not you, ignore this mail: nothing will be sent without a confirmation.",
+    )
+
+
+def preferences_message(settings: Settings, to_address: str, preferences_url: str) -> Envelope:
+    name = settings.newsletter_name
+    return _message(
+        settings,
+        to_address,
+        f"Your {name} subscription",
+        f"Someone, hopefully you, tried to subscribe this address to {name}. It is already "
+        "subscribed.",
+        "Manage my preferences",
+        preferences_url,
+        "If it was not you, ignore this mail: nothing has changed.",
+    )
+
+
+class ConfirmationMailer:
+    """Sends confirmation mails on background tasks, one short SMTP session each."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._tasks: set[asyncio.Task[bool]] = set()
+
+    def send_later(self, envelope: Envelope, on_failure: Callable[[], None] | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(envelope, on_failure))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, envelope: Envelope, on_failure: Callable[[], None] | None) -> bool:
+        config = smtp_config_from(self.settings)
+        config.connections = 1
+        sender = SmtpSender(config)
+        try:
+            await sender.send(envelope)
+            return True
+        except Exception as exc:  # a background task must log, never die silently
+            log.error("confirmation mail to %s failed: %s", envelope.recipient, exc)
+            if on_failure is not None:
+                on_failure()
+            return False
+        finally:
+            await sender.close()
+
+    async def drain(self) -> None:
+        """Wait for mails still being sent (on shutdown, and in tests)."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)

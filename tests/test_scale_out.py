@@ -1,0 +1,184 @@
+"""Scale-out on PostgreSQL: many workers claim with FOR UPDATE SKIP LOCKED and leases; a day is
+planned once however many planners race; a dead worker's claims go to the others. On SQLite a
+second sender is refused."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from datetime import date
+from typing import Any
+
+import pytest
+
+from newsletter.capture import CaptureHandler, CaptureServer
+from newsletter.pipeline import Newsletter
+from newsletter.store.database import SenderBusy
+from tests.conftest import SAMPLE_DATA
+from tests.reliability.conftest import cli_env, newsletter_bin, reader
+
+DAY = date(2026, 2, 11)
+
+
+class StallingHandler(CaptureHandler):
+    """Accepts mail, but holds every DATA while `stall` is set (a relay that hangs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stall = threading.Event()
+        self.stalled = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.stall.is_set():
+            self.stalled += 1
+            while self.stall.is_set():
+                await asyncio.sleep(0.05)
+            return "451 4.3.0 try again"  # never accepted while stalled
+        return await super().handle_DATA(server, session, envelope)
+
+
+def per_recipient(server: CaptureServer) -> Counter[str]:
+    return Counter(m.recipients[0] for m in server.messages)
+
+
+def planned_newsletter(
+    make_newsletter: Callable[..., Newsletter],
+    url: str,
+    port: int,
+    subscribers: int,
+    **settings: Any,
+) -> Newsletter:
+    app = make_newsletter(database_url=url, smtp_port=port, **settings)
+    app.fetch(DAY, str(SAMPLE_DATA / f"{DAY}.json"))
+    app.store.add_subscribers([reader(i) for i in range(subscribers)])
+    app.plan(DAY)
+    return app
+
+
+def test_four_workers_drain_4000_deliveries_with_none_lost_or_repeated(
+    make_newsletter: Callable[..., Newsletter], postgres_url: str, smtp_server: CaptureServer
+) -> None:
+    app = planned_newsletter(
+        make_newsletter, postgres_url, smtp_server.port, 4000, batch_size=100, smtp_connections=4
+    )
+    env = cli_env(app.settings)
+    started = time.monotonic()
+    workers = [
+        subprocess.Popen(
+            [newsletter_bin(), "worker", "--burst"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs = [w.communicate(timeout=240) for w in workers]
+    elapsed = time.monotonic() - started
+    assert all(w.returncode == 0 for w in workers), outputs
+    counts = per_recipient(smtp_server)
+    sent_by = [int(out.rsplit("sent ", 1)[1]) for out, _ in outputs]
+    print(
+        f"\n  [figure] 4 workers, 4000 deliveries in {elapsed:.1f}s; per worker {sent_by}; "
+        f"lost {4000 - len(counts)}, duplicated {sum(c - 1 for c in counts.values())}"
+    )
+    assert len(counts) == 4000, "some subscribers got nothing"
+    assert max(counts.values()) == 1, "someone got the digest twice"
+    assert sum(1 for n in sent_by if n > 0) >= 2, "the workers did not share the work"
+    assert app.store.day_summary(DAY).by_status == {"sent": 4000}
+
+
+def test_racing_planners_create_one_run(
+    make_newsletter: Callable[..., Newsletter], postgres_url: str, smtp_server: CaptureServer
+) -> None:
+    app = planned_newsletter(make_newsletter, postgres_url, smtp_server.port, 0)
+    app.store.add_subscribers([reader(i) for i in range(500)])
+    env = cli_env(app.settings)
+    planners = [
+        subprocess.Popen(
+            [newsletter_bin(), "plan", "--date", str(DAY), "--now"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=120) for p in planners]
+    assert all(p.returncode == 0 for p in planners), outputs
+    summary = app.store.day_summary(DAY)
+    assert sum(summary.by_status.values()) == 500, "a subscriber was planned twice or not at all"
+    queued = [int(out.split("queue")[1].split()[1]) for out, _ in outputs]
+    assert sum(queued) == 500, queued  # each planned subscriber counted by exactly one planner
+
+
+def test_a_killed_workers_claims_are_sent_by_another_after_the_lease(
+    make_newsletter: Callable[..., Newsletter], postgres_url: str
+) -> None:
+    handler = StallingHandler()
+    with CaptureServer(handler) as server:
+        app = planned_newsletter(
+            make_newsletter,
+            postgres_url,
+            server.port,
+            300,
+            batch_size=50,
+            lease_seconds=5,
+            smtp_connections=4,
+        )
+        env = cli_env(app.settings)
+        handler.stall.set()
+        doomed = subprocess.Popen(
+            [newsletter_bin(), "worker"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        while handler.stalled < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        held = app.store.day_summary(DAY).by_status.get("sending", 0)
+        os.kill(doomed.pid, signal.SIGKILL)
+        doomed.wait()
+        handler.stall.clear()
+        assert held > 0, "the first worker never held a lease"
+        rescuer = subprocess.run(
+            [newsletter_bin(), "worker", "--burst"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert rescuer.returncode == 0, rescuer.stderr
+        counts = per_recipient(server)
+    print(
+        f"\n  [figure] worker killed holding {held} leases; after the lease the other sent "
+        f"{len(counts)}/300, duplicates {sum(c - 1 for c in counts.values())}"
+    )
+    assert len(counts) == 300
+    assert max(counts.values()) == 1
+
+
+def test_sqlite_allows_one_sender_at_a_time(make_newsletter: Callable[..., Newsletter]) -> None:
+    app = make_newsletter()
+    with app.store.exclusive_sender():
+        with pytest.raises(SenderBusy, match="one at a time"), app.store.exclusive_sender():
+            pass
+        second = subprocess.run(
+            [newsletter_bin(), "worker", "--burst"],
+            env=cli_env(app.settings),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert second.returncode == 1
+    assert "another sender is already running" in second.stderr
+    assert "Traceback" not in second.stderr
+    with app.store.exclusive_sender():  # released: free again
+        pass
