@@ -22,8 +22,9 @@ def env_name(field: str) -> str:
 
 def main() -> None:
     lines = [
-        "# Newsletter settings. Each can be overridden by an environment variable NEWSLETTER_<NAME>",
-        "# (upper case), e.g. NEWSLETTER_DATABASE_URL. Uncomment a line to change it here.",
+        "# Newsletter settings. Each can be overridden by an environment variable",
+        "# NEWSLETTER_<NAME> (upper case), e.g. NEWSLETTER_DATABASE_URL. Uncomment a line to",
+        "# change it here.",
         "# `newsletter` reads ./config/newsletter.toml, or the file named by NEWSLETTER_CONFIG.",
         "",
     ]

@@ -261,6 +261,9 @@ def test_preferences_export_and_delete(site: Site) -> None:
             "keywords": "MLIR, sparse",
             "frequency": "weekly",
             "paused": "1",
+            "timezone": "Europe/Berlin",
+            "hour": "7",
+            "weekday": "4",
         },
     )
     assert saved.status_code == 303
@@ -268,6 +271,19 @@ def test_preferences_export_and_delete(site: Site) -> None:
     assert after.topics == ("compilers", "llm-inference")
     assert after.keywords == ("mlir", "sparse")
     assert after.frequency == "weekly" and after.status == "paused"
+    assert (after.timezone, after.delivery_hour, after.weekday) == ("Europe/Berlin", 7, 4)
+    page = site.client.get(url)
+    assert "<option selected>Europe/Berlin</option>" in page.text
+    assert '<option value="7" selected>07:00</option>' in page.text
+    bad = site.client.post(
+        url,
+        data={
+            "csrf_token": form_token(page.text),
+            "timezone": "Mars/Olympus",
+            "frequency": "daily",
+        },
+    )
+    assert bad.status_code == 400 and "unknown time zone" in bad.text
     exported = site.client.get(f"{url}/export").json()
     assert exported["email"] == "prefs@example.org" and exported["frequency"] == "weekly"
     page = site.client.get(url)
@@ -299,6 +315,9 @@ def test_json_api_journey_and_openapi(site: Site) -> None:
     )
     assert updated.json()["topics"] == ["llm-inference"]
     assert updated.json()["keywords"] == ["kv cache"]
+    scheduled = api.put(prefs, json={"timezone": "Asia/Tokyo", "delivery_hour": 6, "weekday": 2})
+    assert scheduled.json()["timezone"] == "Asia/Tokyo" and scheduled.json()["delivery_hour"] == 6
+    assert api.put(prefs, json={"timezone": "Nowhere/Land"}).status_code == 422
     unsub = site.newsletter.links.unsubscribe(record.id).replace(site.base, "/api")
     assert api.post(unsub).json()["status"] == "unsubscribed"
     schema = api.get("/api/openapi.json").json()

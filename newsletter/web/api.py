@@ -16,7 +16,7 @@ from newsletter.addresses import InvalidAddress
 from newsletter.errors import ConfigError
 from newsletter.store import SubscriberRecord
 from newsletter.web.security import client_ip
-from newsletter.web.subscriptions import split_keywords
+from newsletter.web.subscriptions import Schedule, split_keywords
 
 if TYPE_CHECKING:
     from newsletter.web.app import Site
@@ -42,6 +42,9 @@ class Preferences(BaseModel):
     topics: list[str]
     keywords: list[str]
     frequency: Literal["daily", "weekly"]
+    timezone: str | None = Field(None, description="IANA zone; unset = the operator's default")
+    delivery_hour: int | None = Field(None, ge=0, le=23)
+    weekday: int | None = Field(None, ge=0, le=6, description="Weekly digests: 0 = Monday")
 
 
 class PreferencesUpdate(BaseModel):
@@ -49,6 +52,9 @@ class PreferencesUpdate(BaseModel):
     keywords: list[str] = Field(default_factory=list, max_length=50)
     frequency: Literal["daily", "weekly"] = "daily"
     paused: bool = False
+    timezone: str | None = Field(None, max_length=64)
+    delivery_hour: int | None = Field(None, ge=0, le=23)
+    weekday: int | None = Field(None, ge=0, le=6)
 
 
 def _preferences(record: SubscriberRecord) -> Preferences:
@@ -58,6 +64,9 @@ def _preferences(record: SubscriberRecord) -> Preferences:
         topics=list(record.topics),
         keywords=list(record.keywords),
         frequency="weekly" if record.frequency == "weekly" else "daily",
+        timezone=record.timezone,
+        delivery_hour=record.delivery_hour,
+        weekday=record.weekday,
     )
 
 
@@ -110,8 +119,9 @@ def router(site: Site) -> APIRouter:
                 split_keywords(body.keywords),
                 body.frequency,
                 body.paused,
+                Schedule.parse(body.timezone, body.delivery_hour, body.weekday),
             )
-        except ConfigError as exc:
+        except (ConfigError, ValueError) as exc:
             raise HTTPException(422, str(exc)) from None
         if record is None:
             raise HTTPException(404, "unknown or invalid link")

@@ -24,6 +24,7 @@ from newsletter.errors import ConfigError, NewsletterError
 from newsletter.pipeline import Newsletter
 from newsletter.render.digest import day_label
 from newsletter.render.views import paper_view
+from newsletter.schedule import timezone_names
 from newsletter.web import api
 from newsletter.web.archive import atom_feed
 from newsletter.web.mailer import ConfirmationMailer
@@ -37,7 +38,7 @@ from newsletter.web.security import (
     csrf_valid,
     set_csrf_cookie,
 )
-from newsletter.web.subscriptions import Subscriptions, split_keywords
+from newsletter.web.subscriptions import Schedule, Subscriptions, split_keywords
 
 log = logging.getLogger(__name__)
 SAMPLE_SIZE = 5
@@ -295,7 +296,15 @@ def register_pages(app: FastAPI, site: Site) -> None:
             export_url=f"{base}/export",
             delete_url=f"{base}/delete",
             unsubscribe_url=links.unsubscribe(record.id),
-            weekly_day=WEEKDAYS[site.settings.weekly_weekday],
+            weekdays=WEEKDAYS,
+            timezones=timezone_names(),
+            chosen_timezone=record.timezone or site.settings.default_timezone,
+            chosen_hour=record.delivery_hour
+            if record.delivery_hour is not None
+            else site.settings.default_delivery_hour,
+            chosen_weekday=record.weekday
+            if record.weekday is not None
+            else site.settings.weekly_weekday,
             saved=saved,
             welcome=welcome,
             errors=errors or [],
@@ -324,6 +333,7 @@ def register_pages(app: FastAPI, site: Site) -> None:
                 split_keywords(form.get("keywords")),
                 str(form.get("frequency") or "daily"),
                 bool(form.get("paused")),
+                Schedule.parse(form.get("timezone"), form.get("hour"), form.get("weekday")),
             )
         except (ConfigError, ValueError) as exc:
             return preferences_page(request, record, errors=[str(exc)], status_code=400)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from newsletter.addresses import normalise_email
 from newsletter.pipeline import Newsletter
+from newsletter.schedule import valid_timezone
 from newsletter.send.message import Envelope
 from newsletter.store import SubscriberRecord
 from newsletter.topics import clean_keywords
@@ -92,10 +93,45 @@ class Subscriptions:
         keywords: list[str],
         frequency: str,
         paused: bool,
+        schedule: Schedule | None = None,
     ) -> SubscriberRecord | None:
         if frequency not in FREQUENCIES:
             raise ValueError(f"frequency must be one of {', '.join(FREQUENCIES)}")
         slugs = self.newsletter.taxonomy.validate_slugs(topics)
         return self.store.update_preferences(
-            subscriber_id, topics=slugs, keywords=keywords, frequency=frequency, paused=paused
+            subscriber_id,
+            topics=slugs,
+            keywords=keywords,
+            frequency=frequency,
+            paused=paused,
+            schedule=(schedule.timezone, schedule.hour, schedule.weekday) if schedule else None,
         )
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a subscriber wants their digest; None in a field means the operator's default."""
+
+    timezone: str | None
+    hour: int | None
+    weekday: int | None
+
+    @classmethod
+    def parse(cls, timezone: object, hour: object, weekday: object) -> Schedule:
+        """From form or JSON values; ValueError says which one is wrong."""
+        zone = str(timezone).strip() if timezone not in (None, "") else None
+        if zone is not None and not valid_timezone(zone):
+            raise ValueError(f"unknown time zone {zone[:64]!r}")
+        return cls(zone, _bounded(hour, 0, 23, "delivery hour"), _bounded(weekday, 0, 6, "weekday"))
+
+
+def _bounded(value: object, low: int, high: int, name: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number") from None
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be between {low} and {high}")
+    return number
