@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
+from collections.abc import Iterator
 
 import uvicorn
 
@@ -16,12 +19,20 @@ from newsletter.worker import run_worker
 log = logging.getLogger(__name__)
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: on SIGTERM it would re-raise the signal after
+    shutting down, killing the worker mid-batch. run_service handles the signals instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
 async def run_service(settings: Settings, host: str | None = None, port: int | None = None) -> None:
     newsletter = Newsletter(settings)
-    app = create_app(newsletter=newsletter)
-    server = uvicorn.Server(
+    server = _Server(
         uvicorn.Config(
-            app,
+            create_app(newsletter=newsletter),
             host=host or settings.web_host,
             port=port or settings.web_port,
             log_config=None,
@@ -29,14 +40,22 @@ async def run_service(settings: Settings, host: str | None = None, port: int | N
             server_header=False,
         )
     )
-    scheduler = build_scheduler(newsletter)
     stop = asyncio.Event()
+
+    def shut_down() -> None:
+        log.info("stopping: finishing the current batch")
+        stop.set()
+        server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, shut_down)
+    scheduler = build_scheduler(newsletter)
     scheduler.start()
     log.info("scheduler started: daily run at %s UTC", settings.schedule_time)
     try:
         await catch_up(newsletter)
         worker = asyncio.create_task(run_worker(newsletter, burst=False, stop=stop))
-        # uvicorn handles SIGINT/SIGTERM and returns from serve(); the rest then stops too.
         await server.serve()
         stop.set()
         await worker
