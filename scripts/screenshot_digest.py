@@ -13,17 +13,9 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 from newsletter.demo import run_demo
+from tests.browser import CHROMIUM_ARGS
 
 ROOT = Path(__file__).resolve().parent.parent
-# Flags that keep Chromium from reaching for the network on a machine that has none.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 def main() -> None:

@@ -25,6 +25,7 @@ from newsletter.pipeline import Newsletter
 from newsletter.render.digest import day_label
 from newsletter.render.views import paper_view
 from newsletter.schedule import timezone_names
+from newsletter.store import SubscriberRecord
 from newsletter.web import api
 from newsletter.web.archive import atom_feed
 from newsletter.web.mailer import ConfirmationMailer
@@ -162,6 +163,10 @@ def register_pages(app: FastAPI, site: Site) -> None:
     links = site.newsletter.links
     store = site.newsletter.store
 
+    async def signed(purpose: str, subscriber_id: int, token: str) -> SubscriberRecord | None:
+        """The subscriber a signed link belongs to; None for a forged or mangled one."""
+        return await run_in_threadpool(site.subscriptions.signed, purpose, subscriber_id, token)
+
     @pages.get("/", response_class=HTMLResponse)
     async def home(request: Request) -> HTMLResponse:
         return await home_page(request, {}, [])
@@ -265,9 +270,7 @@ def register_pages(app: FastAPI, site: Site) -> None:
 
     @pages.get("/preferences/{subscriber_id}/{token}", response_class=HTMLResponse)
     async def preferences(request: Request, subscriber_id: int, token: str) -> HTMLResponse:
-        record = await run_in_threadpool(
-            site.subscriptions.signed, "preferences", subscriber_id, token
-        )
+        record = await signed("preferences", subscriber_id, token)
         if record is None:
             return not_found(request)
         return preferences_page(
@@ -279,7 +282,7 @@ def register_pages(app: FastAPI, site: Site) -> None:
 
     def preferences_page(
         request: Request,
-        record: Any,
+        record: SubscriberRecord,
         saved: bool = False,
         welcome: bool = False,
         errors: list[str] | None = None,
@@ -312,9 +315,7 @@ def register_pages(app: FastAPI, site: Site) -> None:
 
     @pages.post("/preferences/{subscriber_id}/{token}", response_model=None)
     async def save_preferences(request: Request, subscriber_id: int, token: str) -> Response:
-        record = await run_in_threadpool(
-            site.subscriptions.signed, "preferences", subscriber_id, token
-        )
+        record = await signed("preferences", subscriber_id, token)
         if record is None:
             return not_found(request)
         form = await form_data(request)
@@ -341,9 +342,7 @@ def register_pages(app: FastAPI, site: Site) -> None:
 
     @pages.get("/preferences/{subscriber_id}/{token}/export")
     async def export(subscriber_id: int, token: str) -> Response:
-        record = await run_in_threadpool(
-            site.subscriptions.signed, "preferences", subscriber_id, token
-        )
+        record = await signed("preferences", subscriber_id, token)
         data = await run_in_threadpool(store.export_subscriber, subscriber_id) if record else None
         if data is None:
             return JSONResponse({"detail": "not found"}, status_code=404)
@@ -353,9 +352,7 @@ def register_pages(app: FastAPI, site: Site) -> None:
 
     @pages.post("/preferences/{subscriber_id}/{token}/delete", response_class=HTMLResponse)
     async def delete(request: Request, subscriber_id: int, token: str) -> HTMLResponse:
-        record = await run_in_threadpool(
-            site.subscriptions.signed, "preferences", subscriber_id, token
-        )
+        record = await signed("preferences", subscriber_id, token)
         if record is None:
             return not_found(request)
         form = await form_data(request)
@@ -373,9 +370,7 @@ def register_pages(app: FastAPI, site: Site) -> None:
 
     @pages.get("/unsubscribe/{subscriber_id}/{token}", response_class=HTMLResponse)
     async def unsubscribe_page(request: Request, subscriber_id: int, token: str) -> HTMLResponse:
-        record = await run_in_threadpool(
-            site.subscriptions.signed, "unsubscribe", subscriber_id, token
-        )
+        record = await signed("unsubscribe", subscriber_id, token)
         if record is None:
             return not_found(request)
         if record.status == "unsubscribed":
@@ -405,9 +400,7 @@ def register_pages(app: FastAPI, site: Site) -> None:
         # RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" with no cookie
         # and must get a 2xx without a redirect. The signed URL is the authorisation, so the
         # same handler serves the page's button.
-        record = await run_in_threadpool(
-            site.subscriptions.signed, "unsubscribe", subscriber_id, token
-        )
+        record = await signed("unsubscribe", subscriber_id, token)
         if record is None:
             return not_found(request)
         await run_in_threadpool(store.unsubscribe, subscriber_id)
@@ -415,9 +408,7 @@ def register_pages(app: FastAPI, site: Site) -> None:
 
     @pages.post("/resubscribe/{subscriber_id}/{token}", response_class=HTMLResponse)
     async def resubscribe(request: Request, subscriber_id: int, token: str) -> HTMLResponse:
-        record = await run_in_threadpool(
-            site.subscriptions.signed, "unsubscribe", subscriber_id, token
-        )
+        record = await signed("unsubscribe", subscriber_id, token)
         form = await form_data(request)
         if record is None or not csrf_valid(request, form.get(CSRF_FIELD)):
             return not_found(request)
