@@ -8,7 +8,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import date
+from datetime import UTC, date, datetime
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +21,7 @@ from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError, NewsletterError, StoreUnavailable
 from newsletter.logs import configure_logging
 from newsletter.pipeline import Newsletter, PlanReport
+from newsletter.scheduler import listing_day
 from newsletter.send.engine import DrainReport
 from newsletter.store.engine import redacted
 from newsletter.topics import clean_keywords, load_taxonomy
@@ -31,7 +32,8 @@ T = TypeVar("T")
 
 def parse_day(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date:
     if value is None:
-        return date.today()
+        # The same day the daily schedule would mail now, so a manual run matches it.
+        return listing_day(datetime.now(UTC), load_settings().digest_lag_days)
     try:
         return date.fromisoformat(value)
     except ValueError:
@@ -39,7 +41,11 @@ def parse_day(_ctx: click.Context, _param: click.Parameter, value: str | None) -
 
 
 date_option = click.option(
-    "--date", "day", callback=parse_day, metavar="YYYY-MM-DD", help="Digest date (default: today)."
+    "--date",
+    "day",
+    callback=parse_day,
+    metavar="YYYY-MM-DD",
+    help="The list's date (default: today minus NEWSLETTER_DIGEST_LAG_DAYS, UTC).",
 )
 
 
