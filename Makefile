@@ -26,3 +26,8 @@ test: lint
 
 clean:
 	rm -rf $(VENV) demo-output test-artifacts .pytest_cache .mypy_cache .ruff_cache
+
+# Throughput of the real send path into Postfix's smtp-sink vs smtp-source's ceiling.
+# BENCH_ARGS="--subscribers 10000 --database postgresql" for a quick run.
+bench: $(BIN)/.installed
+	$(BIN)/python -m bench.throughput $(BENCH_ARGS)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from newsletter.papers import Paper
 from newsletter.states import SkipReason
-from newsletter.topics import Taxonomy, keyword_pattern, matching_text
+from newsletter.topics import Taxonomy, keywords_match, matching_text
 
 
 @dataclass(frozen=True)
@@ -60,8 +60,7 @@ def match(paper: Paper, interests: Interests, taxonomy: Taxonomy) -> tuple[str, 
         if (topic := taxonomy.by_slug.get(slug)) is not None and topic.matches(paper, text)
     ]
     for keyword in interests.keywords:
-        pattern = keyword_pattern((keyword,))
-        if pattern is not None and pattern.search(text):
+        if keywords_match((keyword,), text):
             labels.append(keyword)
     return tuple(labels)
 

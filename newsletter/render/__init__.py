@@ -1,5 +1,5 @@
 """Rendering digests: MJML compiled once to an HTML Jinja template, then rendered per subscriber."""
 
-from newsletter.render.digest import DigestRenderer, RenderedDigest
+from newsletter.render.digest import CachedRenderer, DigestRenderer, DigestTemplate, RenderedDigest
 
-__all__ = ["DigestRenderer", "RenderedDigest"]
+__all__ = ["CachedRenderer", "DigestRenderer", "DigestTemplate", "RenderedDigest"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -9,6 +11,7 @@ from pathlib import Path
 
 import mjml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
+from markupsafe import escape
 
 from newsletter.digest import Interests, Pick
 from newsletter.links import Links
@@ -24,6 +27,24 @@ class RenderedDigest:
     subject: str
     html: str
     text: str
+
+
+# The context entries that differ between two subscribers who get the same papers for the same
+# reasons; everything else in a digest is shared by them.
+PERSONAL_FIELDS = ("email", "view_url", "preferences_url", "unsubscribe_url")
+
+
+@dataclass
+class DigestTemplate:
+    """A digest rendered once for everyone with the same papers and matched labels: the
+    personal fields are placeholder tokens, filled in per subscriber by `fill`."""
+
+    subject: str
+    html: str
+    text: str
+    tokens: dict[str, str]  # field name -> its placeholder token
+    # The message layer's encoded form of this digest, cached and evicted along with it.
+    encoded: object | None = None
 
 
 def compile_mjml(path: Path) -> str:
@@ -69,6 +90,15 @@ class DigestRenderer:
         names += [f"“{k}”" for k in interests.keywords]
         return f"{count} new {noun} on {', '.join(names)}."
 
+    def personal(self, subscriber_id: int, email: str, day: date) -> dict[str, str]:
+        """The context entries that are the subscriber's own (see PERSONAL_FIELDS)."""
+        return {
+            "email": email,
+            "view_url": self.links.view(subscriber_id, day),
+            "preferences_url": self.links.preferences(subscriber_id),
+            "unsubscribe_url": self.links.unsubscribe(subscriber_id),
+        }
+
     def render(
         self,
         *,
@@ -78,9 +108,26 @@ class DigestRenderer:
         interests: Interests,
         picks: Sequence[Pick],
     ) -> RenderedDigest:
+        subject, context = self._shared(day, interests, picks)
+        context.update(self.personal(subscriber_id, email, day))
+        return RenderedDigest(subject, self._html.render(context), self._text.render(context))
+
+    def render_template(
+        self, *, day: date, interests: Interests, picks: Sequence[Pick], tokens: dict[str, str]
+    ) -> DigestTemplate:
+        """The digest with `tokens` standing in for the personal fields."""
+        subject, context = self._shared(day, interests, picks)
+        context.update(tokens)
+        return DigestTemplate(
+            subject, self._html.render(context), self._text.render(context), dict(tokens)
+        )
+
+    def _shared(
+        self, day: date, interests: Interests, picks: Sequence[Pick]
+    ) -> tuple[str, dict[str, object]]:
         papers = [paper_view(pick) for pick in picks]
         subject = subject_line(self.newsletter_name, day, picks)
-        context = {
+        context: dict[str, object] = {
             "subject": subject,
             "preview": truncate(" · ".join(p.title for p in papers[1:4]), 140),
             "newsletter_name": self.newsletter_name,
@@ -88,10 +135,103 @@ class DigestRenderer:
             "headline": "Trending papers for you" if papers else "Nothing new today",
             "intro": self.intro(interests, len(papers)),
             "papers": papers,
-            "email": email,
-            "view_url": self.links.view(subscriber_id, day),
-            "preferences_url": self.links.preferences(subscriber_id),
-            "unsubscribe_url": self.links.unsubscribe(subscriber_id),
             "archive_url": self.links.archive(day),
         }
-        return RenderedDigest(subject, self._html.render(context), self._text.render(context))
+        return subject, context
+
+
+class CachedRenderer:
+    """Renders each distinct digest once and fills in only the personal parts per subscriber.
+
+    Subscribers who get the same papers with the same matched labels and intro get the same
+    digest but for their address and signed links, so the template is rendered once with
+    placeholder tokens and the tokens are replaced by each subscriber's values: HTML-escaped in
+    the HTML part exactly as Jinja's autoescape would, verbatim in the text part. The tokens
+    carry a random nonce, so feed text cannot contain one. A template that transforms a
+    personal field (a filter, a slice) would break the substitution, so the renderer checks
+    itself once against the plain one and falls back to rendering per subscriber if they differ.
+    The cache is a bounded LRU: memory does not grow with the number of subscribers.
+    """
+
+    def __init__(self, renderer: DigestRenderer, size: int = 128) -> None:
+        self.renderer = renderer
+        self.size = size
+        nonce = secrets.token_hex(8)
+        self.tokens = {name: f"zq{nonce}{name.replace('_', '')}qz" for name in PERSONAL_FIELDS}
+        self._cache: OrderedDict[tuple[object, ...], DigestTemplate] = OrderedDict()
+        self.hits = self.misses = 0
+        self.usable: bool | None = None  # decided on first use by `_self_check`
+
+    def template(
+        self, day: date, interests: Interests, picks: Sequence[Pick]
+    ) -> DigestTemplate | None:
+        """The shared digest for these picks, or None when substitution cannot be trusted."""
+        if not self.size:
+            return None
+        intro = self.renderer.intro(interests, len(picks))
+        key = (day, intro, tuple((p.paper.id, p.matched) for p in picks))
+        found = self._cache.get(key)
+        if found is not None:
+            self.hits += 1
+            self._cache.move_to_end(key)
+            return found
+        if self.usable is None:
+            self.usable = self._self_check(day, interests, picks)
+        if not self.usable:
+            return None
+        self.misses += 1
+        found = self.renderer.render_template(
+            day=day, interests=interests, picks=picks, tokens=self.tokens
+        )
+        self._cache[key] = found
+        if len(self._cache) > self.size:
+            self._cache.popitem(last=False)
+        return found
+
+    def personal(
+        self, subscriber_id: int, email: str, day: date
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """token -> value for the HTML part (escaped) and for the text part (verbatim)."""
+        values = self.renderer.personal(subscriber_id, email, day)
+        html = {self.tokens[k]: str(escape(v)) for k, v in values.items()}
+        text = {self.tokens[k]: v for k, v in values.items()}
+        return html, text
+
+    def render(
+        self,
+        *,
+        subscriber_id: int,
+        email: str,
+        day: date,
+        interests: Interests,
+        picks: Sequence[Pick],
+    ) -> RenderedDigest:
+        shared = self.template(day, interests, picks)
+        if shared is None:
+            return self.renderer.render(
+                subscriber_id=subscriber_id, email=email, day=day, interests=interests, picks=picks
+            )
+        html_values, text_values = self.personal(subscriber_id, email, day)
+        return RenderedDigest(
+            shared.subject, fill(shared.html, html_values), fill(shared.text, text_values)
+        )
+
+    def _self_check(self, day: date, interests: Interests, picks: Sequence[Pick]) -> bool:
+        probe_id, probe_email = 987654321, "o'brien+x&y<z>\"@example.org"
+        plain = self.renderer.render(
+            subscriber_id=probe_id, email=probe_email, day=day, interests=interests, picks=picks
+        )
+        shared = self.renderer.render_template(
+            day=day, interests=interests, picks=picks, tokens=self.tokens
+        )
+        html_values, text_values = self.personal(probe_id, probe_email, day)
+        return (
+            fill(shared.html, html_values) == plain.html
+            and fill(shared.text, text_values) == plain.text
+        )
+
+
+def fill(template: str, values: dict[str, str]) -> str:
+    for token, value in values.items():
+        template = template.replace(token, value)
+    return template

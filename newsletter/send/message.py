@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import binascii
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.header import Header
 from email.utils import format_datetime, formataddr, parseaddr
+from functools import lru_cache
 
 from newsletter.text import one_line
 
@@ -31,6 +33,7 @@ class Envelope:
     data: bytes
 
 
+@lru_cache(maxsize=1024)  # the email package takes ~1 ms per non-ASCII subject
 def encode_header_text(value: str, header_name: str = "Subject") -> str:
     """An unstructured header value, RFC 2047-encoded when it is not plain ASCII.
 
@@ -47,6 +50,12 @@ def encode_header_text(value: str, header_name: str = "Subject") -> str:
 
 
 def encode_address(value: str) -> str:
+    return _address(value)[0]
+
+
+@lru_cache(maxsize=64)  # the From address, parsed once rather than per message
+def _address(value: str) -> tuple[str, str]:
+    """(header form, bare address) of one mail address; ValueError when unusable."""
     clean = one_line(value)
     name, address = parseaddr(clean)
     # parseaddr keeps only the first of several addresses and glues junk after an address onto
@@ -56,17 +65,66 @@ def encode_address(value: str) -> str:
         raise ValueError(f"not a usable mail address: {value!r}")
     name = one_line(name)
     if not name:
-        return address
+        return address, address
     if "=?" in name:  # an ASCII look-alike encoded word would be decoded by the reader
         # The address goes on a folded line of its own so that no line needs re-folding.
-        return f"{encode_header_text(name, 'From')}\r\n <{address}>"
-    return formataddr((name, address), charset="utf-8")
+        return f"{encode_header_text(name, 'From')}\r\n <{address}>", address
+    return formataddr((name, address), charset="utf-8"), address
 
 
 def quoted_printable(text: str) -> bytes:
     """QP with CRLF line ends; lines stay under 76 chars however long the HTML line is."""
     normalised = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
     return binascii.b2a_qp(normalised, quotetabs=False, istext=True).replace(b"\n", CRLF)
+
+
+class EncodedText:
+    """Quoted-printable text encoded once, except the lines holding placeholder tokens.
+
+    Quoted-printable encodes each line on its own (soft breaks never cross a line end), so the
+    lines without a token are encoded here once and only the few personal lines are encoded
+    per message. `encode(values)` returns exactly `quoted_printable(text with values filled)`.
+    """
+
+    def __init__(self, text: str, tokens: Iterable[str]) -> None:
+        normalised = text.replace("\r\n", "\n").replace("\r", "\n")
+        tokens = tuple(tokens)
+        self.segments: list[bytes | str] = []
+        static: list[str] = []
+        for line in normalised.splitlines(keepends=True):
+            if any(token in line for token in tokens):
+                if static:
+                    self.segments.append(quoted_printable("".join(static)))
+                    static = []
+                self.segments.append(line)
+            else:
+                static.append(line)
+        if static:
+            self.segments.append(quoted_printable("".join(static)))
+
+    def encode(self, values: dict[str, str]) -> bytes:
+        out: list[bytes] = []
+        for segment in self.segments:
+            if isinstance(segment, bytes):
+                out.append(segment)
+                continue
+            for token, value in values.items():
+                segment = segment.replace(token, value)
+            out.append(quoted_printable(segment))
+        return b"".join(out)
+
+
+@dataclass(frozen=True)
+class EncodedDigest:
+    """A shared digest's two parts, ready for `build_message_from`."""
+
+    text: EncodedText
+    html: EncodedText
+
+    @classmethod
+    def of(cls, text: str, html: str, tokens: Iterable[str]) -> EncodedDigest:
+        tokens = tuple(tokens)
+        return cls(EncodedText(text, tokens), EncodedText(html, tokens))
 
 
 def build_message(
@@ -83,8 +141,36 @@ def build_message(
     date: datetime | None = None,
 ) -> Envelope:
     """A multipart/alternative digest (text first, then HTML) with the list headers."""
-    sender = encode_address(from_address)
-    recipient = encode_address(to_address)
+    return build_message_from(
+        from_address=from_address,
+        to_address=to_address,
+        subject=subject,
+        message_id=message_id,
+        list_id=list_id,
+        list_name=list_name,
+        unsubscribe_url=unsubscribe_url,
+        text_qp=quoted_printable(text),
+        html_qp=quoted_printable(html),
+        date=date,
+    )
+
+
+def build_message_from(
+    *,
+    from_address: str,
+    to_address: str,
+    subject: str,
+    message_id: str,
+    list_id: str,
+    list_name: str,
+    unsubscribe_url: str,
+    text_qp: bytes,
+    html_qp: bytes,
+    date: datetime | None = None,
+) -> Envelope:
+    """`build_message` from parts already quoted-printable encoded (see EncodedText)."""
+    sender, sender_address = _address(from_address)
+    recipient, recipient_address = _address(to_address)
     boundary = "=_" + binascii.hexlify(message_id.encode()[-24:]).decode()[:40]
     headers = [
         ("From", sender),
@@ -99,24 +185,27 @@ def build_message(
         ("Content-Type", f'multipart/alternative; boundary="{boundary}"'),
     ]
     head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
-    part_head = (
-        'Content-Type: text/{}; charset="utf-8"\r\n'
-        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
-    )
     marker = f"--{boundary}\r\n".encode()
     data = b"".join(
         [
             head,
             CRLF,
             marker,
-            part_head.format("plain").encode(),
-            quoted_printable(text),
+            _PART_HEAD_PLAIN,
+            text_qp,
             CRLF,
             marker,
-            part_head.format("html").encode(),
-            quoted_printable(html),
+            _PART_HEAD_HTML,
+            html_qp,
             CRLF,
             f"--{boundary}--\r\n".encode(),
         ]
     )
-    return Envelope(parseaddr(sender)[1], parseaddr(recipient)[1], data)
+    return Envelope(sender_address, recipient_address, data)
+
+
+_PART_HEAD = (
+    'Content-Type: text/{}; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n'
+)
+_PART_HEAD_PLAIN = _PART_HEAD.format("plain").encode()
+_PART_HEAD_HTML = _PART_HEAD.format("html").encode()

@@ -11,7 +11,18 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Engine, Result, and_, delete, func, or_, select, update
+from sqlalchemy import (
+    CursorResult,
+    Engine,
+    Result,
+    and_,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
@@ -969,6 +980,111 @@ class Store:
                 ).all()
                 added += len(inserted)
         return added
+
+    def bulk_add_subscribers(
+        self, subscribers: Iterable[tuple[str, Sequence[str], Sequence[str]]], chunk: int = 5000
+    ) -> int:
+        """Insert many new, confirmed subscribers (email, topics, keywords) in their order, with
+        no per-row round trips: for load tests and benchmarks. Returns how many were added."""
+        now = utcnow()
+        added = 0
+        batch: list[dict[str, Any]] = []
+
+        def flush(s: Session) -> None:
+            nonlocal added
+            if batch:
+                s.execute(insert(SubscriberRow), batch)
+                added += len(batch)
+                batch.clear()
+
+        with self.session() as s:
+            for email, topics, keywords in subscribers:
+                batch.append(
+                    {
+                        "email": email,
+                        "status": SubscriberStatus.ACTIVE,
+                        "topics": list(topics),
+                        "keywords": list(keywords),
+                        "created_at": now,
+                        "confirmed_at": now,
+                        "bounce_count": 0,
+                        "frequency": "daily",
+                    }
+                )
+                if len(batch) >= chunk:
+                    flush(s)
+            flush(s)
+        return added
+
+    def bulk_add_history(
+        self, day: date, history: Iterable[tuple[int, Sequence[str]]], chunk: int = 2000
+    ) -> int:
+        """Record past deliveries in bulk: for each (subscriber id, paper ids), one sent delivery
+        dated `day` carrying those papers in the sent log (the table the diff reads). For load
+        tests and benchmarks; PostgreSQL gets the rows by COPY. Returns the sent-log rows added."""
+        now = utcnow()
+        rows = 0
+        pending: list[tuple[int, Sequence[str]]] = []
+
+        def flush() -> None:
+            nonlocal rows
+            if not pending:
+                return
+            with self.session() as s:
+                s.execute(
+                    insert(DeliveryRow),
+                    [
+                        {
+                            "subscriber_id": sub_id,
+                            "digest_date": day,
+                            "status": DeliveryStatus.SENT,
+                            "message_id": f"<history.{sub_id}.{day}@bench>",
+                            "paper_ids": [],
+                            "attempts": 1,
+                            "created_at": now,
+                            "updated_at": now,
+                            "sent_at": now,
+                        }
+                        for sub_id, _ in pending
+                    ],
+                )
+                ids = dict(
+                    s.execute(
+                        select(DeliveryRow.subscriber_id, DeliveryRow.id).where(
+                            DeliveryRow.digest_date == day,
+                            DeliveryRow.subscriber_id.in_([sub_id for sub_id, _ in pending]),
+                        )
+                    ).all()
+                )
+                values = [
+                    (sub_id, paper_id, ids[sub_id])
+                    for sub_id, papers in pending
+                    for paper_id in papers
+                ]
+                dbapi = s.connection().connection.dbapi_connection
+                assert dbapi is not None
+                cursor = dbapi.cursor()
+                if self.dialect == "postgresql":
+                    with cursor.copy(
+                        "COPY sent_papers (subscriber_id, paper_id, delivery_id) FROM STDIN"
+                    ) as copy:
+                        for value in values:
+                            copy.write_row(value)
+                else:
+                    cursor.executemany(
+                        "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) "
+                        "VALUES (?, ?, ?)",
+                        values,
+                    )
+                rows += len(values)
+            pending.clear()
+
+        for item in history:
+            pending.append(item)
+            if len(pending) >= chunk:
+                flush()
+        flush()
+        return rows
 
     def delivery_states(self, day: date) -> dict[str, tuple[str, str | None]]:
         """Every subscriber's delivery for `day`: email -> (status, reason)."""

@@ -1,0 +1,302 @@
+"""The fast send path: cached rendering and encoding give the same bytes as doing it per
+subscriber, and the pipelining SMTP client classifies every refusal by the command that drew it."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from collections.abc import Callable
+from datetime import date, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import pytest
+
+from newsletter.digest import Interests, Pick, match
+from newsletter.pipeline import Newsletter
+from newsletter.send.errors import RecipientRejected, SenderRejected, TransientError
+from newsletter.send.message import (
+    EncodedText,
+    Envelope,
+    build_message,
+    quoted_printable,
+)
+from newsletter.send.pipelined import PipelinedSmtpSender, dot_stuffed
+from newsletter.send.senders import SmtpConfig
+from newsletter.sources import localfile
+from newsletter.store import ClaimedDelivery, SubscriberRecord
+from tests.conftest import SAMPLE_DATA
+from tests.reliability.faulty_smtp import DROP, FaultyHandler, FaultyServer
+
+DAY = date(2026, 2, 13)
+INTERESTS = [
+    ((), ()),
+    (("llm-inference",), ()),
+    (("agents", "reasoning"), ("diffusion",)),
+    ((), ("video", "benchmark")),
+]
+ADDRESSES = ["ada@example.org", "o'brien&co@example.org", "x+tag@example.org"]
+
+
+@pytest.fixture
+def app(make_newsletter: Callable[..., Newsletter]) -> Newsletter:
+    newsletter = make_newsletter()
+    result, _ = localfile.read(SAMPLE_DATA / "2026-02-13.json")
+    newsletter.store.store_day(DAY, result.papers)
+    return newsletter
+
+
+def claimed(
+    app: Newsletter, sub_id: int, email_: str, topics: Any, keywords: Any
+) -> ClaimedDelivery:
+    interests = Interests(tuple(topics), tuple(keywords))
+    ranked = app.day_papers(DAY)
+    chosen = [p.id for p in ranked if interests.everything or match(p, interests, app.taxonomy)]
+    subscriber = SubscriberRecord(
+        id=sub_id,
+        email=email_,
+        status="active",
+        topics=tuple(topics),
+        keywords=tuple(keywords),
+        created_at=datetime(2026, 1, 1),
+    )
+    return ClaimedDelivery(
+        id=sub_id,
+        digest_date=DAY,
+        message_id=app.links.message_id(sub_id, DAY),
+        paper_ids=chosen[:10],
+        attempts=1,
+        subscriber=subscriber,
+    )
+
+
+def uncached(app: Newsletter, delivery: ClaimedDelivery, envelope: Envelope) -> Envelope:
+    """The message built the slow way (render and encode everything), with the same Date."""
+    sub = delivery.subscriber
+    interests = Interests(sub.topics, sub.keywords)
+    papers = app.papers(delivery.paper_ids)
+    rendered = app.renderer.render(
+        subscriber_id=sub.id,
+        email=sub.email,
+        day=DAY,
+        interests=interests,
+        picks=[Pick(p, match(p, interests, app.taxonomy)) for p in papers],
+    )
+    sent_date = email.message_from_bytes(envelope.data)["Date"]
+    return build_message(
+        from_address=app.settings.from_address,
+        to_address=sub.email,
+        subject=rendered.subject,
+        message_id=delivery.message_id,
+        list_id=app.settings.list_id,
+        list_name=app.settings.newsletter_name,
+        unsubscribe_url=app.links.unsubscribe(sub.id),
+        text=rendered.text,
+        html=rendered.html,
+        date=parsedate_to_datetime(sent_date),
+    )
+
+
+def test_cached_compose_is_byte_identical_to_rendering_each_message(app: Newsletter) -> None:
+    n = 0
+    for topics, keywords in INTERESTS:
+        for address in ADDRESSES:
+            n += 1
+            delivery = claimed(app, n, address, topics, keywords)
+            envelope = app.compose(delivery)
+            assert envelope.data == uncached(app, delivery, envelope).data
+            assert envelope.recipient == address
+    cache = app.cached_renderer
+    assert cache.usable is True
+    assert cache.misses == len(INTERESTS)  # one render per distinct digest
+    assert cache.hits == n - len(INTERESTS)
+
+
+def test_cached_message_parses_with_each_subscribers_own_links(app: Newsletter) -> None:
+    first = app.compose(claimed(app, 1, "ada@example.org", (), ()))
+    second = app.compose(claimed(app, 2, "o'brien&co@example.org", (), ()))
+    for sub_id, envelope, shown in (
+        (1, first, "ada@example.org"),
+        (2, second, "o&#39;brien&amp;co"),
+    ):
+        message = email.message_from_bytes(envelope.data, policy=email.policy.default)
+        html = message.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
+        text = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
+        assert shown in html
+        assert app.links.unsubscribe(sub_id) in text
+        assert app.links.unsubscribe(sub_id) in html
+        for token in app.cached_renderer.tokens.values():
+            assert token not in html and token not in text
+        assert message["List-Unsubscribe"] == f"<{app.links.unsubscribe(sub_id)}>"
+    assert app.links.unsubscribe(1) not in second.data.decode()
+
+
+def test_a_template_that_transforms_a_personal_field_falls_back_to_plain_rendering(
+    app: Newsletter,
+) -> None:
+    renderer = app.cached_renderer
+    # A filter on a personal field would mangle the placeholder: the self-check must notice.
+    renderer.renderer._html = renderer.renderer._html.environment.from_string(
+        "<p>{{ email | upper }} {{ unsubscribe_url }} {{ headline }}</p>"
+    )
+    delivery = claimed(app, 3, "ada@example.org", (), ())
+    envelope = app.compose(delivery)
+    assert renderer.usable is False
+    assert b"ADA@EXAMPLE.ORG" in envelope.data
+
+
+AWKWARD = (
+    "TOKENA first line with the token\n"
+    + "Grüße = 50% naïve ".join(str(i) for i in range(120))
+    + " TOKENB in the middle of a very long line\n"
+    + ".\n"
+    + "trailing blanks   \t \n"
+    + "🚀 " * 80
+    + "\nTOKENA at the start, TOKENB at the end TOKENB"
+)
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"TOKENA": "ada@example.org", "TOKENB": "https://x.example.org/u/1/abc"},
+        {"TOKENA": "é" * 200, "TOKENB": "   "},
+        {"TOKENA": "", "TOKENB": "="},
+    ],
+)
+def test_encoded_text_equals_encoding_the_filled_text(values: dict[str, str]) -> None:
+    filled = AWKWARD
+    for token, value in values.items():
+        filled = filled.replace(token, value)
+    encoded = EncodedText(AWKWARD, values.keys())
+    assert encoded.encode(values) == quoted_printable(filled)
+    assert any(isinstance(s, bytes) for s in encoded.segments)  # static lines encoded once
+
+
+def test_dot_stuffing() -> None:
+    assert dot_stuffed(b".a\r\nb\r\n.\r\n..c") == b"..a\r\nb\r\n..\r\n...c\r\n.\r\n"
+
+
+# -- the pipelining client -----------------------------------------------------------------
+
+
+class PipeliningHandler(FaultyHandler):
+    """FaultyHandler whose server advertises PIPELINING (aiosmtpd reads pipelined commands
+    in order anyway, it just does not say so)."""
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        return [*responses[:-1], "250-PIPELINING", responses[-1]]
+
+
+def envelope_for(
+    recipient: str, body: bytes = b"Subject: hi\r\n\r\n.leading dot\r\nbody\r\n"
+) -> Envelope:
+    return Envelope("digest@papers.example.org", recipient, body)
+
+
+def run_sends(
+    handler: FaultyHandler, recipients: list[str], connections: int = 1
+) -> list[BaseException | None]:
+    async def go(port: int) -> list[BaseException | None]:
+        sender = PipelinedSmtpSender(
+            SmtpConfig(host="127.0.0.1", port=port, timeout=5, connections=connections)
+        )
+        results: list[BaseException | None] = []
+        try:
+            for rcpt in recipients:
+                try:
+                    await sender.send(envelope_for(rcpt))
+                    results.append(None)
+                except Exception as exc:
+                    results.append(exc)
+        finally:
+            await sender.close()
+        return results
+
+    with FaultyServer(handler) as server:
+        return asyncio.run(go(server.port))
+
+
+@pytest.fixture(params=["pipelining", "one-at-a-time"])
+def handler_class(request: pytest.FixtureRequest) -> type[FaultyHandler]:
+    return PipeliningHandler if request.param == "pipelining" else FaultyHandler
+
+
+def test_pipelined_sender_delivers_intact_messages(handler_class: type[FaultyHandler]) -> None:
+    handler = handler_class()
+    results = run_sends(handler, [f"r{i}@example.org" for i in range(20)], connections=3)
+    assert results == [None] * 20
+    assert handler.total == 20
+
+
+def test_refusals_are_classified_by_stage(handler_class: type[FaultyHandler]) -> None:
+    handler = handler_class(
+        rcpt_fault=lambda rcpt, n: {
+            "gone@example.org": "550 5.1.1 no such user",
+            "later@example.org": "451 4.3.0 try later",
+            "policy@example.org": "550 5.7.1 rejected by policy",
+        }.get(rcpt),
+        data_fault=lambda rcpt, n: "554 5.7.1 spam" if rcpt == "spam@example.org" else None,
+    )
+    results = run_sends(
+        handler,
+        [
+            "gone@example.org",
+            "ok1@example.org",
+            "later@example.org",
+            "policy@example.org",
+            "spam@example.org",
+            "ok2@example.org",
+        ],
+    )
+    assert isinstance(results[0], RecipientRejected) and results[0].stage == "rcpt"
+    assert results[1] is None
+    assert isinstance(results[2], TransientError) and results[2].stage == "rcpt"
+    assert isinstance(results[3], SenderRejected) and not results[3].certain
+    assert isinstance(results[4], SenderRejected) and results[4].stage == "data"
+    assert results[5] is None  # the connection was reset (RSET) and reused after each refusal
+    assert handler.total == 2
+    assert len(handler.sessions) == 1
+
+
+def test_a_refused_mail_from_is_about_us(handler_class: type[FaultyHandler]) -> None:
+    handler = handler_class(mail_fault=lambda n: "553 5.7.1 sender not allowed")
+    results = run_sends(handler, ["a@example.org"])
+    assert isinstance(results[0], SenderRejected) and results[0].certain
+
+
+def test_a_connection_dropped_before_data_is_retried_once_on_a_fresh_one(
+    handler_class: type[FaultyHandler],
+) -> None:
+    # The second message's RCPT drops the kept connection: it cannot have been delivered, so
+    # it goes again at once on a new connection; a drop on a fresh connection is transient.
+    handler = handler_class(
+        rcpt_fault=lambda rcpt, n: DROP if rcpt == "b@example.org" and n == 1 else None
+    )
+    results = run_sends(handler, ["a@example.org", "b@example.org"])
+    assert results == [None, None]
+    assert handler.accepted["b@example.org"] == 1
+
+    handler = handler_class(rcpt_fault=lambda rcpt, n: DROP if rcpt == "a@example.org" else None)
+    results = run_sends(handler, ["a@example.org", "c@example.org"])
+    assert isinstance(results[0], TransientError)
+    assert results[1] is None
+
+
+def test_a_connection_dropped_at_data_is_transient_not_retried_at_once(
+    handler_class: type[FaultyHandler],
+) -> None:
+    handler = handler_class(data_fault=lambda rcpt, n: DROP if n == 1 else None)
+    results = run_sends(handler, ["a@example.org"])
+    assert isinstance(results[0], TransientError)
+    assert handler.total == 0
+
+
+def test_the_setting_selects_the_pipelined_sender(
+    make_newsletter: Callable[..., Newsletter],
+) -> None:
+    assert isinstance(make_newsletter(smtp_client="pipelined").smtp_sender(), PipelinedSmtpSender)
