@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -595,12 +597,18 @@ class Store:
             for p in planned
         ]
         by_subscriber = {p.subscriber_id: p for p in planned}
+        # One statement with a parameter list: SQLAlchemy batches it into multi-row INSERTs
+        # from a cached compilation. Inlining the rows with .values() would compile a new,
+        # huge statement for every batch, which cost more than all the rest of planning.
+        deliveries = self._insert(DeliveryRow.__table__).on_conflict_do_nothing(
+            index_elements=["subscriber_id", "digest_date"]
+        )
         with self.session() as s:
             inserted = s.execute(
-                self._insert(DeliveryRow)
-                .values(values)
-                .on_conflict_do_nothing(index_elements=["subscriber_id", "digest_date"])
-                .returning(DeliveryRow.id, DeliveryRow.subscriber_id)
+                deliveries.returning(
+                    DeliveryRow.__table__.c.id, DeliveryRow.__table__.c.subscriber_id
+                ),
+                values,
             ).all()
             reservations = [
                 {"subscriber_id": sub_id, "paper_id": paper_id, "delivery_id": delivery_id}
@@ -608,13 +616,35 @@ class Store:
                 if by_subscriber[sub_id].status == DeliveryStatus.QUEUED
                 for paper_id in by_subscriber[sub_id].paper_ids
             ]
-            if reservations:
-                s.execute(
-                    self._insert(SentPaperRow)
-                    .values(reservations)
-                    .on_conflict_do_nothing(index_elements=["subscriber_id", "paper_id"])
-                )
+            self._reserve(s, reservations)
             return {sub_id for _, sub_id in inserted}
+
+    def _reserve(self, s: Session, reservations: list[dict[str, Any]]) -> None:
+        """Write sent-log rows, skipping ones already there (a racing planner's)."""
+        if not reservations:
+            return
+        if self.dialect == "postgresql":
+            # One statement over three arrays: psycopg would otherwise send a row at a time.
+            s.execute(
+                text(
+                    "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) "
+                    "SELECT * FROM unnest(CAST(:subscribers AS integer[]), "
+                    "CAST(:papers AS varchar[]), CAST(:deliveries AS integer[])) "
+                    "ON CONFLICT DO NOTHING"
+                ),
+                {
+                    "subscribers": [r["subscriber_id"] for r in reservations],
+                    "papers": [r["paper_id"] for r in reservations],
+                    "deliveries": [r["delivery_id"] for r in reservations],
+                },
+            )
+            return
+        s.execute(
+            self._insert(SentPaperRow.__table__).on_conflict_do_nothing(
+                index_elements=["subscriber_id", "paper_id"]
+            ),
+            reservations,
+        )
 
     def supersede_older(self, day: date) -> int:
         """Undelivered digests of earlier days give way to `day`'s: their papers go back into
@@ -948,72 +978,40 @@ class Store:
         return min(times) if times else None
 
     def add_subscribers(
-        self,
-        emails: Sequence[str],
-        topics: Sequence[str] = (),
-        keywords: Sequence[str] = (),
-        chunk: int = 1000,
+        self, emails: Sequence[str], topics: Sequence[str] = (), keywords: Sequence[str] = ()
     ) -> int:
-        """Add many confirmed subscribers at once (imports, load and fault tests); addresses
-        already present are left as they are. Returns how many were added."""
-        now = utcnow()
-        added = 0
-        with self.session() as s:
-            for start in range(0, len(emails), chunk):
-                values = [
-                    {
-                        "email": email,
-                        "status": SubscriberStatus.ACTIVE,
-                        "topics": list(topics),
-                        "keywords": list(keywords),
-                        "created_at": now,
-                        "confirmed_at": now,
-                        "bounce_count": 0,
-                    }
-                    for email in emails[start : start + chunk]
-                ]
-                inserted = s.execute(
-                    self._insert(SubscriberRow)
-                    .values(values)
-                    .on_conflict_do_nothing(index_elements=["email"])
-                    .returning(SubscriberRow.id)
-                ).all()
-                added += len(inserted)
-        return added
+        """Add many confirmed subscribers with the same interests (imports, load and fault
+        tests); addresses already present are left as they are. Returns how many were added."""
+        return self.bulk_add_subscribers((email, topics, keywords) for email in emails)
 
     def bulk_add_subscribers(
         self, subscribers: Iterable[tuple[str, Sequence[str], Sequence[str]]], chunk: int = 5000
     ) -> int:
-        """Insert many new, confirmed subscribers (email, topics, keywords) in their order, with
-        no per-row round trips: for load tests and benchmarks. Returns how many were added."""
+        """Insert many confirmed subscribers (email, topics, keywords) without per-row round
+        trips; addresses already present are left alone. Returns how many were added."""
         now = utcnow()
+        statement = (
+            self._insert(SubscriberRow.__table__)
+            .on_conflict_do_nothing(index_elements=["email"])
+            .returning(SubscriberRow.__table__.c.id)
+        )
+        rows = (
+            {
+                "email": email,
+                "status": SubscriberStatus.ACTIVE,
+                "topics": list(topics),
+                "keywords": list(keywords),
+                "created_at": now,
+                "confirmed_at": now,
+                "bounce_count": 0,
+                "frequency": "daily",
+            }
+            for email, topics, keywords in subscribers
+        )
         added = 0
-        batch: list[dict[str, Any]] = []
-
-        def flush(s: Session) -> None:
-            nonlocal added
-            if batch:
-                s.execute(insert(SubscriberRow), batch)
-                added += len(batch)
-                batch.clear()
-
         with self.session() as s:
-            for email, topics, keywords in subscribers:
-                batch.append(
-                    {
-                        "email": email,
-                        "status": SubscriberStatus.ACTIVE,
-                        "topics": list(topics),
-                        "keywords": list(keywords),
-                        "created_at": now,
-                        "confirmed_at": now,
-                        "bounce_count": 0,
-                        "frequency": "daily",
-                    }
-                )
-                if len(batch) >= chunk:
-                    flush(s)
-            flush(s)
+            while batch := list(itertools.islice(rows, chunk)):
+                added += len(s.execute(statement, batch).all())
         return added
 
     def bulk_add_history(
