@@ -156,6 +156,17 @@ class Settings(BaseSettings):
         ge=0,
         description="A `send` waits for retries due within this many seconds before it returns.",
     )
+    record_every: int = Field(
+        20,
+        ge=1,
+        description="Sends between writes of their outcomes: what a crash can re-send at most.",
+    )
+    store_retries: int = Field(
+        4,
+        ge=0,
+        description="Times a failed database call is retried (0.5 s, 1 s, 2 s...) before a "
+        "run stops.",
+    )
     hard_bounce_limit: int = Field(
         1, ge=1, description="Hard bounces after which an address is suppressed."
     )

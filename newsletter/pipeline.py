@@ -313,6 +313,8 @@ class Newsletter:
             hard_bounce_limit=s.hard_bounce_limit,
             sender_error_threshold=s.sender_error_threshold,
             unreachable_threshold=s.smtp_unreachable_threshold,
+            record_every=s.record_every,
+            store_retries=s.store_retries,
         )
 
     def smtp_sender(self) -> Sender:
