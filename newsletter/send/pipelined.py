@@ -18,7 +18,6 @@ import base64
 import contextlib
 import socket
 import ssl
-from dataclasses import dataclass
 from typing import NoReturn
 
 from newsletter.send.errors import (
@@ -26,19 +25,13 @@ from newsletter.send.errors import (
     SendError,
     ServerUnreachable,
     Stage,
-    TransientError,
 )
 from newsletter.send.message import Envelope
-from newsletter.send.senders import RateLimiter, SmtpConfig, classify
+from newsletter.send.senders import PooledSender, SmtpConfig, classify
 
 
 class _Lost(Exception):
     """The connection broke (closed, reset, timed out) while waiting for a reply."""
-
-
-class _NotTransmitted(Exception):
-    """The connection failed before the message body was sent: sending it again at once, on a
-    fresh connection, cannot duplicate it."""
 
 
 def dot_stuffed(data: bytes) -> bytes:
@@ -60,7 +53,6 @@ class _Connection:
         self.pipelining = False
         self.auth: set[str] = set()
         self.starttls = False
-        self.sent = 0
 
     @property
     def open(self) -> bool:
@@ -115,29 +107,12 @@ class _Connection:
         self.writer.close()
 
 
-@dataclass
-class _Slot:
-    conn: _Connection | None = None
-
-
-class PipelinedSmtpSender:
+class PipelinedSmtpSender(PooledSender[_Connection]):
     """A pool of reused, pipelining SMTP connections; at most `connections` messages in flight."""
 
     def __init__(self, config: SmtpConfig) -> None:
-        self.config = config
-        self._slots: asyncio.Queue[_Slot] = asyncio.Queue()
-        for _ in range(config.connections):
-            self._slots.put_nowait(_Slot())
-        self._limiter = RateLimiter(config.rate_limit)
+        super().__init__(config)
         self._helo = socket.getfqdn() or "localhost"
-
-    @property
-    def where(self) -> str:
-        return f"{self.config.host}:{self.config.port}"
-
-    @property
-    def concurrency(self) -> int:
-        return self.config.connections
 
     def _tls_context(self) -> ssl.SSLContext:
         return ssl.create_default_context()
@@ -194,41 +169,8 @@ class PipelinedSmtpSender:
             error = classify(code, text, stage="auth")
             raise type(error)(f"SMTP login refused by {self.where}: {code} {text}", code, "auth")
 
-    async def send(self, envelope: Envelope) -> None:
-        slot = await self._slots.get()
-        try:
-            await self._limiter.wait()
-            await self._send_with_reconnect(slot, envelope)
-            conn = slot.conn
-            if conn is not None:
-                conn.sent += 1
-                if conn.sent >= self.config.messages_per_connection:
-                    await self._drop(slot, polite=True)
-        finally:
-            self._slots.put_nowait(slot)
-
-    async def _send_with_reconnect(self, slot: _Slot, envelope: Envelope) -> None:
-        """A kept connection the relay closed while idle is replaced once: safe only because
-        the failure came before the message body was sent."""
-        for attempt in range(2):
-            fresh = slot.conn is None or not slot.conn.open
-            if fresh:
-                if slot.conn is not None:
-                    slot.conn.close()
-                slot.conn = await self._connect()
-            conn = slot.conn
-            assert conn is not None
-            try:
-                await self._transaction(conn, envelope)
-                return
-            except _NotTransmitted as exc:
-                await self._drop(slot)
-                if fresh or attempt:
-                    raise TransientError(f"connection to {self.where} lost: {exc}") from exc
-            except SendError:
-                if not conn.open:
-                    await self._drop(slot)
-                raise
+    def _is_open(self, conn: _Connection) -> bool:
+        return conn.open
 
     async def _transaction(self, conn: _Connection, envelope: Envelope) -> None:
         commands = [
@@ -262,7 +204,8 @@ class PipelinedSmtpSender:
             await conn.write(dot_stuffed(envelope.data))
             code, text = await conn.reply()
         except _Lost as exc:
-            self._lost(conn, stage, exc)
+            conn.close()
+            self._lost(stage, exc)
         if code != 250:
             await self._refused(conn, code, text, "data")
 
@@ -279,27 +222,8 @@ class PipelinedSmtpSender:
                 conn.close()  # an unusable connection is dropped, not reused
         raise error
 
-    def _lost(self, conn: _Connection, stage: Stage, exc: Exception) -> NoReturn:
-        conn.close()
-        if stage != "data":
-            raise _NotTransmitted(f"{exc} (before DATA)") from exc
-        # Whether the relay kept the message is unknown: a retry may duplicate it, and keeps its
-        # Message-ID so the duplicate is recognisable.
-        raise TransientError(
-            f"connection to {self.where} lost during DATA: {exc}", stage=stage
-        ) from exc
-
-    async def _drop(self, slot: _Slot, polite: bool = False) -> None:
-        conn, slot.conn = slot.conn, None
-        if conn is None:
-            return
+    async def _close(self, conn: _Connection, polite: bool) -> None:
         if polite and conn.open:
             with contextlib.suppress(_Lost):
                 await conn.command("QUIT")
         conn.close()
-
-    async def close(self) -> None:
-        slots = [self._slots.get_nowait() for _ in range(self._slots.qsize())]
-        for slot in slots:
-            await self._drop(slot, polite=True)
-            self._slots.put_nowait(slot)

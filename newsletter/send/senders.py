@@ -7,7 +7,7 @@ import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import NoReturn, Protocol
+from typing import Generic, NoReturn, Protocol, TypeVar
 
 import aiosmtplib
 
@@ -59,7 +59,7 @@ def classify(code: int, message: str, *, stage: Stage) -> SendError:
     return SenderRejected(f"{stage.upper()} refused: {text}", code, stage)
 
 
-class _NotTransmitted(Exception):
+class NotTransmitted(Exception):
     """The connection failed before DATA: the relay cannot have the message, so sending it again
     at once, on a fresh connection, cannot duplicate it."""
 
@@ -77,9 +77,12 @@ class SmtpConfig:
     rate_limit: float = 0.0
 
 
+C = TypeVar("C")  # a connection, of whatever client a pooled sender uses
+
+
 @dataclass
-class _Slot:
-    client: aiosmtplib.SMTP | None = None
+class _Slot(Generic[C]):
+    conn: C | None = None
     sent: int = 0
 
 
@@ -103,12 +106,17 @@ class RateLimiter:
             await asyncio.sleep(delay)
 
 
-class SmtpSender:
-    """A pool of reused SMTP connections; at most `connections` messages are in flight."""
+class PooledSender(Generic[C]):
+    """A pool of reused connections of type C; at most `connections` messages are in flight.
+
+    Subclasses say how to open, use and close one connection; the pool does the rest: the rate
+    limit, reopening after `messages_per_connection`, and replacing a kept connection that the
+    relay closed while it sat idle.
+    """
 
     def __init__(self, config: SmtpConfig) -> None:
         self.config = config
-        self._slots: asyncio.Queue[_Slot] = asyncio.Queue()
+        self._slots: asyncio.Queue[_Slot[C]] = asyncio.Queue()
         for _ in range(config.connections):
             self._slots.put_nowait(_Slot())
         self._limiter = RateLimiter(config.rate_limit)
@@ -116,6 +124,84 @@ class SmtpSender:
     @property
     def where(self) -> str:
         return f"{self.config.host}:{self.config.port}"
+
+    @property
+    def concurrency(self) -> int:
+        """How many sends can usefully be in flight at once (the delivery loop's gate)."""
+        return self.config.connections
+
+    async def _connect(self) -> C:
+        raise NotImplementedError
+
+    async def _transaction(self, conn: C, envelope: Envelope) -> None:
+        """Send one message; raise NotTransmitted if the connection died before DATA."""
+        raise NotImplementedError
+
+    def _is_open(self, conn: C) -> bool:
+        raise NotImplementedError
+
+    async def _close(self, conn: C, polite: bool) -> None:
+        raise NotImplementedError
+
+    async def send(self, envelope: Envelope) -> None:
+        slot = await self._slots.get()
+        try:
+            await self._limiter.wait()
+            await self._send_with_reconnect(slot, envelope)
+            slot.sent += 1
+            if slot.sent >= self.config.messages_per_connection:
+                await self._drop(slot, polite=True)
+        finally:
+            self._slots.put_nowait(slot)
+
+    async def _send_with_reconnect(self, slot: _Slot[C], envelope: Envelope) -> None:
+        """Send on the slot's connection; a kept connection the relay closed while it sat idle
+        (an idle timeout, a relay restart) is replaced once, which is safe only because the
+        failure came before DATA."""
+        for attempt in range(2):
+            fresh = slot.conn is None or not self._is_open(slot.conn)
+            if fresh:
+                await self._drop(slot)
+                slot.conn = await self._connect()
+            conn = slot.conn
+            assert conn is not None
+            try:
+                await self._transaction(conn, envelope)
+                return
+            except NotTransmitted as exc:
+                await self._drop(slot)
+                if fresh or attempt:
+                    raise TransientError(f"connection to {self.where} lost: {exc}") from exc
+            except SendError:
+                if not self._is_open(conn):
+                    await self._drop(slot)
+                raise
+
+    def _lost(self, stage: Stage, exc: Exception) -> NoReturn:
+        """The connection broke mid-transaction (the caller has closed it)."""
+        if stage != "data":
+            raise NotTransmitted(f"{type(exc).__name__}: {exc} (before DATA)") from exc
+        # Whether the relay kept the message is unknown: a retry may duplicate it, and keeps its
+        # Message-ID so the duplicate is recognisable.
+        raise TransientError(
+            f"connection to {self.where} lost during DATA: {type(exc).__name__}: {exc}",
+            stage=stage,
+        ) from exc
+
+    async def _drop(self, slot: _Slot[C], polite: bool = False) -> None:
+        conn, slot.conn, slot.sent = slot.conn, None, 0
+        if conn is not None:
+            await self._close(conn, polite)
+
+    async def close(self) -> None:
+        slots = [self._slots.get_nowait() for _ in range(self._slots.qsize())]
+        for slot in slots:
+            await self._drop(slot, polite=True)
+            self._slots.put_nowait(slot)
+
+
+class SmtpSender(PooledSender[aiosmtplib.SMTP]):
+    """The pool over aiosmtplib: MAIL, RCPT and DATA one command at a time."""
 
     async def _connect(self) -> aiosmtplib.SMTP:
         cfg = self.config
@@ -155,43 +241,8 @@ class SmtpSender:
                 ) from exc
         return client
 
-    @property
-    def concurrency(self) -> int:
-        """How many sends can usefully be in flight at once (the delivery loop's gate)."""
-        return self.config.connections
-
-    async def send(self, envelope: Envelope) -> None:
-        slot = await self._slots.get()
-        try:
-            await self._limiter.wait()
-            await self._send_with_reconnect(slot, envelope)
-            slot.sent += 1
-            if slot.sent >= self.config.messages_per_connection:
-                await self._drop(slot, polite=True)
-        finally:
-            self._slots.put_nowait(slot)
-
-    async def _send_with_reconnect(self, slot: _Slot, envelope: Envelope) -> None:
-        """Send on the slot's connection; a kept connection the relay closed while it sat idle
-        (an idle timeout, a relay restart) is replaced once, which is safe only because the
-        failure came before DATA."""
-        for attempt in range(2):
-            fresh = slot.client is None or not slot.client.is_connected
-            if fresh:
-                slot.client, slot.sent = await self._connect(), 0
-            client = slot.client
-            assert client is not None
-            try:
-                await self._transaction(client, envelope)
-                return
-            except _NotTransmitted as exc:
-                await self._drop(slot)
-                if fresh or attempt:
-                    raise TransientError(f"connection to {self.where} lost: {exc}") from exc
-            except SendError:
-                if not client.is_connected:
-                    await self._drop(slot)
-                raise
+    def _is_open(self, conn: aiosmtplib.SMTP) -> bool:
+        return conn.is_connected
 
     async def _transaction(self, client: aiosmtplib.SMTP, envelope: Envelope) -> None:
         """MAIL, RCPT, DATA one command at a time, so a refusal is classified by the command
@@ -204,7 +255,8 @@ class SmtpSender:
             stage = "data"
             await client.data(envelope.data)
         except aiosmtplib.SMTPServerDisconnected as exc:
-            self._lost(client, stage, exc)
+            client.close()
+            self._lost(stage, exc)
         except aiosmtplib.SMTPResponseException as exc:
             error = classify(exc.code, exc.message, stage=stage)
             if exc.code == 421:  # "closing channel": the relay hangs up after saying so
@@ -213,18 +265,8 @@ class SmtpSender:
                 await self._reset(client)
             raise error from exc
         except (aiosmtplib.SMTPTimeoutError, ConnectionError, TimeoutError, OSError) as exc:
-            self._lost(client, stage, exc)
-
-    def _lost(self, client: aiosmtplib.SMTP, stage: Stage, exc: Exception) -> NoReturn:
-        client.close()
-        if stage != "data":
-            raise _NotTransmitted(f"{type(exc).__name__}: {exc} (before DATA)") from exc
-        # Whether the relay kept the message is unknown: a retry may duplicate it, and keeps its
-        # Message-ID so the duplicate is recognisable.
-        raise TransientError(
-            f"connection to {self.where} lost during DATA: {type(exc).__name__}: {exc}",
-            stage=stage,
-        ) from exc
+            client.close()
+            self._lost(stage, exc)
 
     @staticmethod
     async def _reset(client: aiosmtplib.SMTP) -> None:
@@ -233,23 +275,14 @@ class SmtpSender:
         except (aiosmtplib.SMTPException, ConnectionError, TimeoutError, OSError):
             client.close()  # an unusable connection is dropped, not reused
 
-    async def _drop(self, slot: _Slot, polite: bool = False) -> None:
-        client, slot.client, slot.sent = slot.client, None, 0
-        if client is None:
-            return
+    async def _close(self, conn: aiosmtplib.SMTP, polite: bool) -> None:
         try:
-            if polite and client.is_connected:
-                await client.quit()
+            if polite and conn.is_connected:
+                await conn.quit()
             else:
-                client.close()
+                conn.close()
         except (aiosmtplib.SMTPException, OSError):
-            client.close()
-
-    async def close(self) -> None:
-        slots = [self._slots.get_nowait() for _ in range(self._slots.qsize())]
-        for slot in slots:
-            await self._drop(slot, polite=True)
-            self._slots.put_nowait(slot)
+            conn.close()
 
 
 @dataclass
