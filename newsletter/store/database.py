@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import itertools
+import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -580,7 +581,35 @@ class Store:
         """
         if not planned:
             return set()
-        now = utcnow()
+        by_subscriber = {p.subscriber_id: p for p in planned}
+        insert_rows = (
+            self._insert_deliveries_unnest
+            if self.dialect == "postgresql"
+            else self._insert_deliveries_many
+        )
+        with self.session() as s:
+            inserted = insert_rows(s, day, utcnow(), planned)
+            reservations = [
+                {"subscriber_id": sub_id, "paper_id": paper_id, "delivery_id": delivery_id}
+                for delivery_id, sub_id in inserted
+                if by_subscriber[sub_id].status == DeliveryStatus.QUEUED
+                for paper_id in by_subscriber[sub_id].paper_ids
+            ]
+            self._reserve(s, reservations)
+            return {sub_id for _, sub_id in inserted}
+
+    def _insert_deliveries_many(
+        self, s: Session, day: date, now: datetime, planned: Sequence[PlannedDelivery]
+    ) -> list[tuple[int, int]]:
+        """One statement with a parameter list: SQLAlchemy batches it into multi-row INSERTs
+        from a cached compilation. Inlining the rows with .values() would compile a new, huge
+        statement for every batch, which cost more than all the rest of planning."""
+        table = DeliveryRow.__table__
+        statement = (
+            self._insert(table)
+            .on_conflict_do_nothing(index_elements=["subscriber_id", "digest_date"])
+            .returning(table.c.id, table.c.subscriber_id)
+        )
         values = [
             {
                 "subscriber_id": p.subscriber_id,
@@ -596,28 +625,37 @@ class Store:
             }
             for p in planned
         ]
-        by_subscriber = {p.subscriber_id: p for p in planned}
-        # One statement with a parameter list: SQLAlchemy batches it into multi-row INSERTs
-        # from a cached compilation. Inlining the rows with .values() would compile a new,
-        # huge statement for every batch, which cost more than all the rest of planning.
-        deliveries = self._insert(DeliveryRow.__table__).on_conflict_do_nothing(
-            index_elements=["subscriber_id", "digest_date"]
-        )
-        with self.session() as s:
-            inserted = s.execute(
-                deliveries.returning(
-                    DeliveryRow.__table__.c.id, DeliveryRow.__table__.c.subscriber_id
-                ),
-                values,
-            ).all()
-            reservations = [
-                {"subscriber_id": sub_id, "paper_id": paper_id, "delivery_id": delivery_id}
-                for delivery_id, sub_id in inserted
-                if by_subscriber[sub_id].status == DeliveryStatus.QUEUED
-                for paper_id in by_subscriber[sub_id].paper_ids
-            ]
-            self._reserve(s, reservations)
-            return {sub_id for _, sub_id in inserted}
+        return [(row[0], row[1]) for row in s.execute(statement, values)]
+
+    @staticmethod
+    def _insert_deliveries_unnest(
+        s: Session, day: date, now: datetime, planned: Sequence[PlannedDelivery]
+    ) -> list[tuple[int, int]]:
+        """PostgreSQL: the batch as one INSERT ... SELECT FROM unnest(column arrays). psycopg
+        spends longer converting a many-row VALUES statement than the server takes to run it."""
+        rows = s.execute(
+            text(
+                "INSERT INTO deliveries (subscriber_id, digest_date, status, reason, message_id, "
+                "paper_ids, next_attempt_at, attempts, created_at, updated_at) "
+                "SELECT t.s, :day, t.st, t.r, t.m, t.p, t.n, 0, :now, :now FROM unnest("
+                "CAST(:subscribers AS integer[]), CAST(:statuses AS varchar[]), "
+                "CAST(:reasons AS varchar[]), CAST(:message_ids AS varchar[]), "
+                "CAST(:papers AS json[]), CAST(:due AS timestamp[])) AS t(s, st, r, m, p, n) "
+                "ON CONFLICT (subscriber_id, digest_date) DO NOTHING "
+                "RETURNING id, subscriber_id"
+            ),
+            {
+                "day": day,
+                "now": now,
+                "subscribers": [p.subscriber_id for p in planned],
+                "statuses": [str(p.status) for p in planned],
+                "reasons": [p.reason for p in planned],
+                "message_ids": [p.message_id for p in planned],
+                "papers": [json.dumps(p.paper_ids) for p in planned],
+                "due": [p.due_at for p in planned],
+            },
+        ).all()
+        return [(row[0], row[1]) for row in rows]
 
     def _reserve(self, s: Session, reservations: list[dict[str, Any]]) -> None:
         """Write sent-log rows, skipping ones already there (a racing planner's)."""
