@@ -234,15 +234,14 @@ class Camera:
     viewport: Viewport
     seen: list[str] = field(default_factory=list)
 
-    def shoot(self, name: str, *, contrast: bool = True) -> None:
+    def shoot(self, name: str) -> None:
         self.page.wait_for_load_state("load")
         audit = audit_page(self.page)
         width = self.viewport.width
         where = f"{name} at {width}px"
         assert audit["scrollWidth"] <= width, f"{where}: {audit['scrollWidth']}px wide"
         assert audit["unlabelled"] == [], f"{where}: no label for {audit['unlabelled']}"
-        if contrast:
-            assert audit["lowContrast"] == [], f"{where}: low contrast: {audit['lowContrast']}"
+        assert audit["lowContrast"] == [], f"{where}: low contrast: {audit['lowContrast']}"
         assert audit["checked"]["text"] + audit["checked"]["lead"] > 0, f"{where}: no text"
         assert audit["checked"]["link"] > 0, f"{where}: no links checked"
         if self.page.locator("button").count():
