@@ -286,6 +286,9 @@ def test_preferences_export_and_delete(site: Site) -> None:
     assert bad.status_code == 400 and "unknown time zone" in bad.text
     exported = site.client.get(f"{url}/export").json()
     assert exported["email"] == "prefs@example.org" and exported["frequency"] == "weekly"
+    forged = httpx.post(f"{url}/delete", data={"csrf_token": "x" * 43})  # another site's form
+    assert forged.status_code == 400 and "session expired" in forged.text
+    assert site.newsletter.store.subscriber("prefs@example.org") is not None
     page = site.client.get(url)
     site.client.post(f"{url}/delete", data={"csrf_token": form_token(page.text)})
     assert site.newsletter.store.subscriber("prefs@example.org") is None

@@ -313,19 +313,27 @@ def register_pages(app: FastAPI, site: Site) -> None:
             errors=errors or [],
         )
 
-    @pages.post("/preferences/{subscriber_id}/{token}", response_model=None)
-    async def save_preferences(request: Request, subscriber_id: int, token: str) -> Response:
+    async def preferences_form(
+        request: Request, subscriber_id: int, token: str
+    ) -> tuple[SubscriberRecord, dict[str, Any]] | HTMLResponse:
+        """A form posted from the preferences page: its signed link and its CSRF token checked,
+        or the page to answer with instead."""
         record = await signed("preferences", subscriber_id, token)
         if record is None:
             return not_found(request)
         form = await form_data(request)
         if not csrf_valid(request, form.get(CSRF_FIELD)):
             return preferences_page(
-                request,
-                record,
-                errors=["Your session expired; please save again."],
-                status_code=400,
+                request, record, errors=["Your session expired; please try again."], status_code=400
             )
+        return record, form
+
+    @pages.post("/preferences/{subscriber_id}/{token}", response_model=None)
+    async def save_preferences(request: Request, subscriber_id: int, token: str) -> Response:
+        checked = await preferences_form(request, subscriber_id, token)
+        if isinstance(checked, Response):
+            return checked
+        record, form = checked
         try:
             await run_in_threadpool(
                 site.subscriptions.save_preferences,
@@ -352,14 +360,9 @@ def register_pages(app: FastAPI, site: Site) -> None:
 
     @pages.post("/preferences/{subscriber_id}/{token}/delete", response_class=HTMLResponse)
     async def delete(request: Request, subscriber_id: int, token: str) -> HTMLResponse:
-        record = await signed("preferences", subscriber_id, token)
-        if record is None:
-            return not_found(request)
-        form = await form_data(request)
-        if not csrf_valid(request, form.get(CSRF_FIELD)):
-            return preferences_page(
-                request, record, errors=["Your session expired; please try again."], status_code=400
-            )
+        checked = await preferences_form(request, subscriber_id, token)
+        if isinstance(checked, HTMLResponse):
+            return checked
         await run_in_threadpool(store.delete_subscriber_by_id, subscriber_id)
         return site.notice(
             request,
