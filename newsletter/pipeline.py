@@ -19,7 +19,12 @@ from newsletter.papers import Paper
 from newsletter.render import CachedRenderer, DigestRenderer, RenderedDigest
 from newsletter.schedule import due_at, weekly_due
 from newsletter.send.engine import DeliveryLoop, DeliveryPolicy, DrainReport
-from newsletter.send.message import EncodedDigest, Envelope, build_message, build_message_from
+from newsletter.send.message import (
+    EncodedDigest,
+    Envelope,
+    build_message_from,
+    quoted_printable,
+)
 from newsletter.send.pipelined import PipelinedSmtpSender
 from newsletter.send.senders import Sender, SmtpSender, smtp_config_from
 from newsletter.sources import FetchResult, arxiv, huggingface, localfile
@@ -262,9 +267,7 @@ class Newsletter:
         picks = self._picks(delivery.paper_ids, interests)
         cached = self.cached_renderer
         shared = cached.template(day, interests, picks)
-        s = self.settings
-        unsubscribe_url = self.links.unsubscribe(subscriber.id)
-        if shared is None:
+        if shared is None:  # the cache declined (its self-check failed): render in full
             rendered = self.renderer.render(
                 subscriber_id=subscriber.id,
                 email=subscriber.email,
@@ -272,33 +275,27 @@ class Newsletter:
                 interests=interests,
                 picks=picks,
             )
-            return build_message(
-                from_address=s.from_address,
-                to_address=subscriber.email,
-                subject=rendered.subject,
-                message_id=delivery.message_id,
-                list_id=s.list_id,
-                list_name=s.newsletter_name,
-                unsubscribe_url=unsubscribe_url,
-                text=rendered.text,
-                html=rendered.html,
-            )
-        encoded = shared.encoded
-        if not isinstance(encoded, EncodedDigest):
-            encoded = shared.encoded = EncodedDigest.of(
-                shared.text, shared.html, shared.tokens.values()
-            )
-        html_values, text_values = cached.personal(subscriber.id, subscriber.email, day)
+            subject = rendered.subject
+            text_qp, html_qp = quoted_printable(rendered.text), quoted_printable(rendered.html)
+        else:
+            encoded = shared.encoded
+            if not isinstance(encoded, EncodedDigest):
+                encoded = shared.encoded = EncodedDigest.of(
+                    shared.text, shared.html, shared.tokens.values()
+                )
+            html_values, text_values = cached.personal(subscriber.id, subscriber.email, day)
+            subject = shared.subject
+            text_qp, html_qp = encoded.text.encode(text_values), encoded.html.encode(html_values)
         return build_message_from(
-            from_address=s.from_address,
+            from_address=self.settings.from_address,
             to_address=subscriber.email,
-            subject=shared.subject,
+            subject=subject,
             message_id=delivery.message_id,
-            list_id=s.list_id,
-            list_name=s.newsletter_name,
-            unsubscribe_url=unsubscribe_url,
-            text_qp=encoded.text.encode(text_values),
-            html_qp=encoded.html.encode(html_values),
+            list_id=self.settings.list_id,
+            list_name=self.settings.newsletter_name,
+            unsubscribe_url=self.links.unsubscribe(subscriber.id),
+            text_qp=text_qp,
+            html_qp=html_qp,
         )
 
     def policy(self) -> DeliveryPolicy:
