@@ -236,7 +236,7 @@ def worker(url: str, port: int, client: str) -> dict[str, Any]:
     CachedRenderer.template = timed("render", CachedRenderer.template)  # type: ignore[method-assign]
     CachedRenderer.personal = timed("render", CachedRenderer.personal)  # type: ignore[method-assign]
     DigestRenderer.render = timed("render", DigestRenderer.render)  # type: ignore[method-assign]
-    build_from, build = pipeline.build_message_from, pipeline.build_message
+    build_from = pipeline.build_message_from
 
     def counted(func: Any) -> Any:
         def wrapper(**kwargs: Any) -> Any:
@@ -250,7 +250,6 @@ def worker(url: str, port: int, client: str) -> dict[str, Any]:
         return wrapper
 
     pipeline.build_message_from = counted(build_from)  # type: ignore[assignment]
-    pipeline.build_message = counted(build)  # type: ignore[assignment]
 
     app = Newsletter(settings_for(url, port, client))
     started = time.monotonic()

@@ -89,3 +89,33 @@ def select(
         return Selection(tuple(picks), None)
     reason = SkipReason.NOTHING_NEW if matched_any else SkipReason.NO_MATCH
     return Selection((), reason)
+
+
+class Selector:
+    """`select` over one ranked list, memoised.
+
+    A selection depends only on the interests and on which of the list's papers were already
+    sent, and most subscribers share both with many others (a popular topic, nothing sent yet),
+    so the planner computes each distinct case once instead of matching every paper against
+    every subscriber. The memo is bounded: memory must not grow with the number of subscribers.
+    """
+
+    def __init__(
+        self, ranked_papers: Sequence[Paper], taxonomy: Taxonomy, cap: int, limit: int = 4096
+    ) -> None:
+        self.ranked_papers = ranked_papers
+        self.taxonomy = taxonomy
+        self.cap = cap
+        self.limit = limit
+        self._ids = frozenset(paper.id for paper in ranked_papers)
+        self._memo: dict[tuple[Interests, frozenset[str]], Selection] = {}
+
+    def __call__(self, interests: Interests, already_sent: Collection[str]) -> Selection:
+        key = (interests, self._ids.intersection(already_sent))
+        selection = self._memo.get(key)
+        if selection is None:
+            selection = select(self.ranked_papers, interests, self.taxonomy, key[1], self.cap)
+            if len(self._memo) >= self.limit:
+                self._memo.clear()
+            self._memo[key] = selection
+        return selection

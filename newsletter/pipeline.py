@@ -12,7 +12,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from newsletter.config import Settings
-from newsletter.digest import Interests, Pick, Selection, match, rank, select
+from newsletter.digest import Interests, Pick, Selection, Selector, match, rank, select
 from newsletter.errors import NewsletterError, SourceError
 from newsletter.links import Links
 from newsletter.papers import Paper
@@ -156,6 +156,8 @@ class Newsletter:
         s = self.settings
         daily = self.day_papers(day)
         weekly: list[Paper] | None = None  # the week's pool, read once if anyone needs it
+        choose_daily = Selector(daily, self.taxonomy, s.max_papers)
+        choose_weekly: Selector | None = None
         report = PlanReport(day)
         if not dry_run:
             report.superseded = self.store.supersede_older(day)
@@ -168,6 +170,7 @@ class Newsletter:
             ]
             if weekly is None and any(sub.frequency == "weekly" for sub in due):
                 weekly = self.week_papers(day)
+                choose_weekly = Selector(weekly, self.taxonomy, s.max_papers)
             done = self.store.planned_subscribers(day, [sub.id for sub in due])
             report.already_planned += len(done)
             todo = [sub for sub in due if sub.id not in done]
@@ -176,11 +179,15 @@ class Newsletter:
             suppressed = self.store.suppressed([sub.email for sub in todo])
             planned = []
             for subscriber in todo:
-                pool = weekly if subscriber.frequency == "weekly" and weekly else daily
+                choose = (
+                    choose_weekly
+                    if subscriber.frequency == "weekly" and choose_weekly
+                    else choose_daily
+                )
                 if subscriber.email in suppressed:
                     selection = Selection((), SkipReason.SUPPRESSED)
                 else:
-                    selection = self.selection_for(subscriber, pool, sent.get(subscriber.id, set()))
+                    selection = choose(interests_of(subscriber), sent.get(subscriber.id, ()))
                 planned.append(
                     PlannedDelivery(
                         subscriber_id=subscriber.id,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.digest import Interests, match, rank, select
+from newsletter.digest import Interests, Selector, match, rank, select
 from newsletter.errors import ConfigError
 from newsletter.papers import Paper
 from newsletter.sources import huggingface
@@ -372,3 +372,41 @@ def test_selection_over_a_real_day_respects_rank_match_cap_and_sent(
             taxonomy.get("compilers").name,
             taxonomy.get("hardware-architecture").name,
         }
+
+
+def test_selector_gives_what_select_gives_for_every_interest_and_history(
+    taxonomy: Taxonomy, day_12: list[Paper]
+) -> None:
+    ranked = rank(day_12)
+    ids = [p.id for p in ranked]
+    interests = [
+        Interests(),
+        Interests(("llm-inference",)),
+        Interests(("vision-multimodal", "agents")),
+        Interests((), ("benchmark",)),
+        Interests(("reasoning",), ("video",)),
+        Interests((), ("no-such-word-anywhere",)),
+    ]
+    histories = [set(), {ids[0]}, set(ids[:5]), set(ids), {"2401.00001"}]
+    # A tiny memo, so entries are evicted and recomputed along the way.
+    selector = Selector(ranked, taxonomy, cap=4, limit=3)
+    outcomes = set()
+    for _ in range(2):
+        for wanted in interests:
+            for sent in histories:
+                chosen = selector(wanted, sent)
+                assert chosen == select(ranked, wanted, taxonomy, sent, 4)
+                outcomes.add(chosen.skip_reason if chosen.skip_reason else len(chosen.picks))
+    # The cases above reach every kind of answer, so the comparison means something.
+    assert {SkipReason.NO_MATCH, SkipReason.NOTHING_NEW, 4} <= outcomes
+
+
+def test_selector_ignores_sent_papers_that_are_not_in_its_list(
+    taxonomy: Taxonomy, day_12: list[Paper]
+) -> None:
+    ranked = rank(day_12)
+    selector = Selector(ranked, taxonomy, cap=10)
+    first = selector(Interests(), {"2401.00001"})
+    # Same case, so the same (shared, immutable) selection comes back from the memo.
+    assert selector(Interests(), {"2401.00002", "2401.00003"}) is first
+    assert first == select(ranked, Interests(), taxonomy, set(), 10)

@@ -100,7 +100,8 @@ class DaySummary:
     papers_sent: int
 
 
-def _subscriber(row: SubscriberRow) -> SubscriberRecord:
+def _subscriber(row: Any) -> SubscriberRecord:
+    """From an ORM SubscriberRow or a Core row of _SUBSCRIBER_COLUMNS (same attribute names)."""
     return SubscriberRecord(
         id=row.id,
         email=row.email,
@@ -114,6 +115,24 @@ def _subscriber(row: SubscriberRow) -> SubscriberRecord:
         delivery_hour=row.delivery_hour,
         weekday=row.weekday,
     )
+
+
+# The columns a SubscriberRecord is made of. Queries that read subscribers by the thousand
+# (planning, claims) select these rather than ORM objects, which cost more to build than the
+# query takes to run.
+_SUBSCRIBER_COLUMNS = (
+    SubscriberRow.id,
+    SubscriberRow.email,
+    SubscriberRow.status,
+    SubscriberRow.topics,
+    SubscriberRow.keywords,
+    SubscriberRow.created_at,
+    SubscriberRow.bounce_count,
+    SubscriberRow.frequency,
+    SubscriberRow.timezone,
+    SubscriberRow.delivery_hour,
+    SubscriberRow.weekday,
+)
 
 
 def _paper(row: PaperRow) -> Paper:
@@ -337,8 +356,8 @@ class Store:
         last_id = 0
         while True:
             with self.session() as s:
-                rows = s.scalars(
-                    select(SubscriberRow)
+                rows = s.execute(
+                    select(*_SUBSCRIBER_COLUMNS)
                     .where(
                         SubscriberRow.status == SubscriberStatus.ACTIVE, SubscriberRow.id > last_id
                     )
@@ -590,7 +609,7 @@ class Store:
         with self.session() as s:
             inserted = insert_rows(s, day, utcnow(), planned)
             reservations = [
-                {"subscriber_id": sub_id, "paper_id": paper_id, "delivery_id": delivery_id}
+                (sub_id, paper_id, delivery_id)
                 for delivery_id, sub_id in inserted
                 if by_subscriber[sub_id].status == DeliveryStatus.QUEUED
                 for paper_id in by_subscriber[sub_id].paper_ids
@@ -657,12 +676,16 @@ class Store:
         ).all()
         return [(row[0], row[1]) for row in rows]
 
-    def _reserve(self, s: Session, reservations: list[dict[str, Any]]) -> None:
-        """Write sent-log rows, skipping ones already there (a racing planner's)."""
+    def _reserve(self, s: Session, reservations: list[tuple[int, str, int]]) -> None:
+        """Write sent-log rows (subscriber, paper, delivery), skipping ones already there (a
+        racing planner's). Ten rows a digest make this the planner's largest write, so it goes
+        straight to the driver: SQLAlchemy's per-row parameter handling cost more than SQLite's
+        inserts."""
         if not reservations:
             return
         if self.dialect == "postgresql":
             # One statement over three arrays: psycopg would otherwise send a row at a time.
+            subscribers, papers, deliveries = zip(*reservations, strict=True)
             s.execute(
                 text(
                     "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) "
@@ -671,16 +694,15 @@ class Store:
                     "ON CONFLICT DO NOTHING"
                 ),
                 {
-                    "subscribers": [r["subscriber_id"] for r in reservations],
-                    "papers": [r["paper_id"] for r in reservations],
-                    "deliveries": [r["delivery_id"] for r in reservations],
+                    "subscribers": list(subscribers),
+                    "papers": list(papers),
+                    "deliveries": list(deliveries),
                 },
             )
             return
-        s.execute(
-            self._insert(SentPaperRow.__table__).on_conflict_do_nothing(
-                index_elements=["subscriber_id", "paper_id"]
-            ),
+        s.connection().exec_driver_sql(
+            "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) VALUES (?, ?, ?) "
+            "ON CONFLICT (subscriber_id, paper_id) DO NOTHING",
             reservations,
         )
 
@@ -740,21 +762,28 @@ class Store:
                 )
             )
             rows = s.execute(
-                select(DeliveryRow, SubscriberRow)
+                select(
+                    DeliveryRow.id.label("delivery_id"),
+                    DeliveryRow.digest_date,
+                    DeliveryRow.message_id,
+                    DeliveryRow.paper_ids,
+                    DeliveryRow.attempts,
+                    *_SUBSCRIBER_COLUMNS,
+                )
                 .join(SubscriberRow, SubscriberRow.id == DeliveryRow.subscriber_id)
                 .where(DeliveryRow.id.in_(ids))
                 .order_by(DeliveryRow.id)
             ).all()
             return [
                 ClaimedDelivery(
-                    id=d.id,
-                    digest_date=d.digest_date,
-                    message_id=d.message_id,
-                    paper_ids=list(d.paper_ids),
-                    attempts=d.attempts,
-                    subscriber=_subscriber(sub),
+                    id=row.delivery_id,
+                    digest_date=row.digest_date,
+                    message_id=row.message_id,
+                    paper_ids=list(row.paper_ids),
+                    attempts=row.attempts,
+                    subscriber=_subscriber(row),
                 )
-                for d, sub in rows
+                for row in rows
             ]
 
     def suppressed(self, emails: Iterable[str]) -> set[str]:
