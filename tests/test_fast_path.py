@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import random
 from collections.abc import Callable
 from datetime import date, datetime
 from email.utils import parsedate_to_datetime
@@ -172,6 +173,27 @@ def test_encoded_text_equals_encoding_the_filled_text(values: dict[str, str]) ->
     encoded = EncodedText(AWKWARD, values.keys())
     assert encoded.encode(values) == quoted_printable(filled)
     assert any(isinstance(s, bytes) for s in encoded.segments)  # static lines encoded once
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_encoded_text_equals_encoding_the_filled_text_for_random_long_lines(seed: int) -> None:
+    """Tokens at every kind of place in lines of every length, with the characters the
+    encoder treats specially: the head split off a token's line must never change a byte."""
+    rng = random.Random(seed)
+    alphabet = ["a", "b", " ", "\t", "=", ".", "é", "🚀", "<", '"', "x" * 7, "ü" * 3, "  "]
+    tokens = ("TOKA", "TOKB")
+    lines = []
+    for _ in range(rng.randrange(1, 6)):
+        pieces = [rng.choice(alphabet) for _ in range(rng.randrange(0, 900))]
+        for token in rng.sample(tokens, rng.randrange(0, 3)):
+            pieces.insert(rng.randrange(len(pieces) + 1), token)
+        lines.append("".join(pieces))
+    text = "\n".join(lines) + rng.choice(["", "\n", " \n"])
+    values = {"TOKA": rng.choice(["", "ada@example.org", "é" * 90]), "TOKB": "https://x.org/u/1"}
+    filled = text
+    for token, value in values.items():
+        filled = filled.replace(token, value)
+    assert EncodedText(text, tokens).encode(values) == quoted_printable(filled)
 
 
 def test_dot_stuffing() -> None:

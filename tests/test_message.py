@@ -269,6 +269,28 @@ def test_envelope_addresses_are_the_bare_addresses() -> None:
     assert parse(envelope.data)["To"].addresses[0].display_name == "Ada Lovelace"
 
 
+@pytest.mark.parametrize(
+    "to_address",
+    [
+        "ada@example.org",
+        "Ada.Lovelace+digest@mail.example.co.uk",
+        "o'brien@example.org",
+        "a!#$%&'*+/=?^_`{|}~-z@ex-ample.org",
+        "x@localhost",
+        # Not plain dot-atoms: these take the parser's path, and must agree with it too.
+        "a..b@example.org",
+        ".ada@example.org",
+        "Ada <ada@example.org>",
+    ],
+)
+def test_plain_recipient_shortcut_agrees_with_the_parser(to_address: str) -> None:
+    from newsletter.send.message import _address, _recipient
+
+    assert _recipient(to_address) == _address.__wrapped__(to_address)
+    envelope = build(to_address=to_address)
+    assert parse(envelope.data)["To"].addresses[0].addr_spec == envelope.recipient
+
+
 def test_awkward_html_and_text_survive_quoted_printable_exactly() -> None:
     text = AWKWARD_HTML.replace("<", "[") + "\n"
     message = parse(build(html=AWKWARD_HTML, text=text).data)
