@@ -1,28 +1,30 @@
 """Throughput of the real send path into Postfix's smtp-sink, against smtp-source's ceiling.
 
     python -m bench.throughput [--subscribers N] [--database sqlite|postgresql|both]
-                               [--history-days D] [--workers K]
+                               [--history-days D] [--processes K]
 
 Creates N subscribers with varied interests (topics from config/topics.toml, keywords, top
 papers) and D days of past deliveries, stores a day's list (the bundled sample days as one list),
-then runs the production path: Newsletter.plan (select, diff, write the outbox) and
-Newsletter.drain (claim, render, build MIME, SMTP, record) in K worker processes, into smtp-sink
-on a free loopback port. In the same run smtp-source sends the same number of bytes per message
-over the same number of connections into the same sink: that is the ceiling.
+then runs the production `Newsletter.send` with send_processes=K: this process plans (select,
+diff, write the outbox) while K-1 helper processes already send what is planned (claim,
+render, build MIME, SMTP, record), then it sends too, into smtp-sink on a free loopback port.
+In the same run smtp-source sends the same number of bytes per message over the same number of
+connections into the same sink: that is the ceiling.
 
-Printed per run: digests/s end to end (plan + drain), the ratio to the ceiling, seconds per stage
-(plan; render and build are CPU seconds inside compose, summed over workers; deliver is the rest
-of the drain: SMTP, database claims and records, the loop), and peak RSS of every process.
-Then, on PostgreSQL, the history effect (365 days vs none) and 1 vs K worker processes.
+Printed per run: digests/s end to end (wall time of the whole send), the ratio to the
+ceiling, seconds per stage (plan; render and build are CPU seconds inside compose, summed over
+processes; deliver is the rest of the sending time: SMTP, database claims and records, the
+loop), and peak RSS. Then the history effect (365 days vs none) and, on PostgreSQL, 1 vs K
+processes.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
+import resource
 import shutil
 import socket
 import statistics
@@ -194,10 +196,10 @@ def populate(url: str, n: int, history_days: int) -> dict[str, Any]:
     return {"papers": len(papers), "history_rows": history_rows, "load_seconds": seconds}
 
 
-# -- one worker process ----------------------------------------------------------------------
+# -- one measured run ------------------------------------------------------------------------
 
 
-def settings_for(url: str, port: int, client: str) -> Any:
+def settings_for(url: str, port: int, client: str, processes: int) -> Any:
     from newsletter.config import load_settings
 
     return load_settings(
@@ -211,68 +213,8 @@ def settings_for(url: str, port: int, client: str) -> Any:
         smtp_messages_per_connection=100_000,
         smtp_client=client,
         batch_size=2000,
+        send_processes=processes,
     )
-
-
-def worker(url: str, port: int, client: str) -> dict[str, Any]:
-    """Drain the outbox with the production Newsletter.drain, timing compose's two halves."""
-    import newsletter.pipeline as pipeline
-    from newsletter.pipeline import Newsletter
-    from newsletter.render.digest import CachedRenderer, DigestRenderer
-
-    clock = {"render": 0.0, "build": 0.0, "bytes": 0, "messages": 0}
-
-    def timed(name: str, func: Any) -> Any:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return func(*args, **kwargs)
-            finally:
-                clock[name] += time.perf_counter() - started
-
-        return wrapper
-
-    # Rendering: the shared template (cached or not), the personal values, the uncached path.
-    CachedRenderer.template = timed("render", CachedRenderer.template)  # type: ignore[method-assign]
-    CachedRenderer.personal = timed("render", CachedRenderer.personal)  # type: ignore[method-assign]
-    DigestRenderer.render = timed("render", DigestRenderer.render)  # type: ignore[method-assign]
-    build_from = pipeline.build_message_from
-
-    def counted(func: Any) -> Any:
-        def wrapper(**kwargs: Any) -> Any:
-            started = time.perf_counter()
-            envelope = func(**kwargs)
-            clock["build"] += time.perf_counter() - started
-            clock["bytes"] += len(envelope.data)
-            clock["messages"] += 1
-            return envelope
-
-        return wrapper
-
-    pipeline.build_message_from = counted(build_from)  # type: ignore[assignment]
-
-    app = Newsletter(settings_for(url, port, client))
-    started = time.monotonic()
-    report = asyncio.run(app.drain())
-    seconds = time.monotonic() - started
-    cache = app.cached_renderer
-    app.close()
-    return {
-        "sent": report.sent,
-        "failed": sum(report.failed.values()),
-        "stopped": report.stopped,
-        "seconds": seconds,
-        "render": clock["render"],
-        "build": clock["build"],
-        "bytes": clock["bytes"],
-        "messages": clock["messages"],
-        "cache_hits": cache.hits,
-        "cache_misses": cache.misses,
-        "rss_mb": vm_hwm_mb(os.getpid()),
-    }
-
-
-# -- one measured run ------------------------------------------------------------------------
 
 
 @dataclass
@@ -281,8 +223,9 @@ class Run:
     n: int
     database: str
     history_days: int
-    workers: int
+    processes: int
     sent: int = 0
+    wall: float = 0.0
     plan: float = 0.0
     drain: float = 0.0
     render: float = 0.0
@@ -297,7 +240,7 @@ class Run:
 
     @property
     def rate(self) -> float:
-        return self.sent / (self.plan + self.drain) if self.plan + self.drain else 0.0
+        return self.sent / self.wall if self.wall else 0.0
 
     @property
     def drain_rate(self) -> float:
@@ -330,6 +273,7 @@ class PgDatabase:
 def measure(
     run: Run, sink: Sink, client: str, pg_base: str, ceiling_messages: int, tmp: Path
 ) -> Run:
+    """One production `send` (plan, then deliver, in run.processes processes) into the sink."""
     pg = PgDatabase(pg_base) if run.database == "postgresql" else None
     folder = Path(tempfile.mkdtemp(dir=tmp))
     url = pg.url if pg else sqlite_url(folder)
@@ -338,55 +282,41 @@ def measure(
         run.history_rows = loaded["history_rows"]
         from newsletter.pipeline import Newsletter
 
-        app = Newsletter(settings_for(url, sink.port, client))
+        app = Newsletter(settings_for(url, sink.port, client, run.processes))
+        sizes: list[int] = []
+        compose = app.compose
+
+        def measured(delivery: Any) -> Any:
+            envelope = compose(delivery)
+            if len(sizes) < 1000:
+                sizes.append(len(envelope.data))
+            return envelope
+
+        app.compose = measured  # type: ignore[method-assign]
         started = time.monotonic()
-        planned = app.plan(DAY, immediately=True)
-        run.plan = time.monotonic() - started
+        report = asyncio.run(app.send(DAY, now=True))
+        run.wall = time.monotonic() - started
+        cache = app.cached_renderer
         app.close()
-        if planned.skipped:
-            run.notes.append(f"skipped at plan: {dict(planned.skipped)}")
-        started = time.monotonic()
-        procs = [
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "bench.throughput",
-                    "--_worker",
-                    url,
-                    str(sink.port),
-                    client,
-                ],
-                stdout=subprocess.PIPE,
-                cwd=ROOT,
-            )
-            for _ in range(run.workers)
-        ]
-        results = []
-        for proc in procs:
-            out, _ = proc.communicate()
-            if proc.returncode:
-                raise RuntimeError(f"worker failed ({proc.returncode})")
-            results.append(json.loads(out.decode().strip().splitlines()[-1]))
-        run.drain = time.monotonic() - started
-        run.sent = sum(r["sent"] for r in results)
-        run.render = sum(r["render"] for r in results)
-        run.build = sum(r["build"] for r in results)
-        run.size = int(
-            sum(r["bytes"] for r in results) / max(1, sum(r["messages"] for r in results))
-        )
-        run.distinct = sum(r["cache_misses"] for r in results)
-        run.hits = sum(r["cache_hits"] for r in results)
-        for r in results:
-            if r["stopped"] or r["failed"]:
-                run.notes.append(f"worker stopped={r['stopped']} failed={r['failed']}")
+        run.sent = report.drain.sent
+        run.plan = report.plan.seconds
+        run.drain = report.drain.seconds
+        run.render = report.drain.render_seconds
+        run.build = report.drain.build_seconds
+        run.size = int(statistics.mean(sizes)) if sizes else 0
+        run.distinct, run.hits = cache.misses, cache.hits
+        if report.plan.skipped:
+            run.notes.append(f"skipped at plan: {dict(report.plan.skipped)}")
+        if report.drain.stopped or report.drain.failed:
+            run.notes.append(f"stopped={report.drain.stopped} failed={dict(report.drain.failed)}")
         run.rss = {
             "bench": vm_hwm_mb(os.getpid()),
-            "workers": sum(r["rss_mb"] for r in results),
+            # ru_maxrss of children: the largest helper process that has ended (KB on Linux).
+            "helper": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
             "smtp-sink": sink.peak_rss_mb(),
         }
         rates = [
-            ceiling(sink, run.size, CONNECTIONS * run.workers, ceiling_messages) for _ in range(3)
+            ceiling(sink, run.size, CONNECTIONS * run.processes, ceiling_messages) for _ in range(3)
         ]
         run.ceiling = statistics.median(rates)
     finally:
@@ -398,20 +328,20 @@ def measure(
 
 def show(run: Run) -> None:
     ratio = run.rate / run.ceiling if run.ceiling else 0.0
-    deliver = max(0.0, run.drain * run.workers - run.render - run.build)
+    deliver = max(0.0, run.drain * run.processes - run.render - run.build)
     print(
         f"{run.label:<34} {run.database:<10} N={run.n:<7} hist={run.history_days:<3}d "
-        f"K={run.workers}  sent {run.sent}\n"
+        f"processes={run.processes}  sent {run.sent}\n"
         f"    end to end {run.rate:7.0f} digests/s   drain only {run.drain_rate:7.0f}/s   "
-        f"ceiling (smtp-source, {run.size} B, {CONNECTIONS * run.workers} conns) "
+        f"ceiling (smtp-source, {run.size} B, {CONNECTIONS * run.processes} conns) "
         f"{run.ceiling:7.0f}/s   ratio {ratio:5.1%}\n"
         f"    stages: plan {run.plan:6.1f}s  render {run.render:6.1f}s  build {run.build:6.1f}s  "
-        f"deliver {deliver:6.1f}s  (drain wall {run.drain:.1f}s; render/build/deliver are "
-        f"worker-seconds)\n"
-        f"    peak RSS MB: bench {run.rss.get('bench', 0):.0f}, "
-        f"workers {run.rss.get('workers', 0):.0f}"
-        f" (sum), smtp-sink {run.rss.get('smtp-sink', 0):.0f}   distinct digests rendered "
-        f"{run.distinct} (cache hits {run.hits})"
+        f"deliver {deliver:6.1f}s  (wall {run.wall:.1f}s, sending {run.drain:.1f}s of it, "
+        f"overlapping the plan; render/build/deliver are process-seconds)\n"
+        f"    peak RSS MB: bench {run.rss.get('bench', 0):.0f} (plans and sends), "
+        f"largest helper {run.rss.get('helper', 0):.0f}, smtp-sink "
+        f"{run.rss.get('smtp-sink', 0):.0f}   distinct digests rendered {run.distinct} "
+        f"(cache hits {run.hits}, in the planning process)"
         + (f"   history rows {run.history_rows}" if run.history_rows else ""),
         flush=True,
     )
@@ -426,7 +356,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--subscribers", type=int, default=100_000)
     parser.add_argument("--database", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--history-days", type=int, default=0, help="history in the main runs")
-    parser.add_argument("--workers", type=int, default=2, help="worker processes on PostgreSQL")
+    parser.add_argument(
+        "--processes", type=int, default=2, help="processes of each `send` (send_processes)"
+    )
     parser.add_argument("--client", choices=["pipelined", "aiosmtplib"], default="pipelined")
     parser.add_argument(
         "--history-subscribers",
@@ -447,30 +379,22 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
         try:
             todo: list[Run] = []
+            k, h, n, d = (
+                args.processes,
+                args.history_subscribers,
+                args.subscribers,
+                args.history_days,
+            )
             if args.database in ("sqlite", "both"):
-                todo.append(
-                    Run("SQLite, one sender", args.subscribers, "sqlite", args.history_days, 1)
-                )
+                todo.append(Run(f"SQLite, {k} processes", n, "sqlite", d, k))
             if args.database in ("postgresql", "both"):
-                todo.append(
-                    Run(
-                        "PostgreSQL, 1 worker", args.subscribers, "postgresql", args.history_days, 1
-                    )
-                )
-                if args.workers > 1:
-                    todo.append(
-                        Run(
-                            f"PostgreSQL, {args.workers} workers",
-                            args.subscribers,
-                            "postgresql",
-                            args.history_days,
-                            args.workers,
-                        )
-                    )
-                if not args.skip_extras:
-                    h = args.history_subscribers
-                    todo.append(Run("history: none", h, "postgresql", 0, args.workers))
-                    todo.append(Run("history: 365 days", h, "postgresql", 365, args.workers))
+                todo.append(Run("PostgreSQL, 1 process", n, "postgresql", d, 1))
+                if k > 1:
+                    todo.append(Run(f"PostgreSQL, {k} processes", n, "postgresql", d, k))
+            if not args.skip_extras:
+                database = "postgresql" if args.database != "sqlite" else "sqlite"
+                todo.append(Run("history: none", h, database, 0, k))
+                todo.append(Run("history: 365 days", h, database, 365, k))
             for run in todo:
                 runs.append(
                     measure(run, sink, args.client, args.postgres_url, ceiling_messages, Path(tmp))
@@ -485,18 +409,15 @@ def main(argv: list[str] | None = None) -> int:
             f"history effect: 365 days / none = {full.rate / none.rate:.3f} end to end, "
             f"{full.drain_rate / none.drain_rate:.3f} drain only"
         )
-    one = by_label.get("PostgreSQL, 1 worker")
-    many = by_label.get(f"PostgreSQL, {args.workers} workers")
+    one = by_label.get("PostgreSQL, 1 process")
+    many = by_label.get(f"PostgreSQL, {args.processes} processes")
     if one and many:
         print(
-            f"workers on PostgreSQL: {args.workers} / 1 = {many.rate / one.rate:.2f} end to "
+            f"processes on PostgreSQL: {args.processes} / 1 = {many.rate / one.rate:.2f} end to "
             f"end, {many.drain_rate / one.drain_rate:.2f} drain only"
         )
     return 0
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 5 and sys.argv[1] == "--_worker":
-        print(json.dumps(worker(sys.argv[2], int(sys.argv[3]), sys.argv[4])))
-        sys.exit(0)
     sys.exit(main())

@@ -217,15 +217,26 @@ now_option = click.option(
 @date_option
 @click.option("--dry-run", is_flag=True, help="Show what would be sent; write and send nothing.")
 @now_option
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=None,
+    help="Processes to send with (default: the setting send_processes).",
+)
 @with_newsletter
-def send(app: Newsletter, day: date, dry_run: bool, now: bool) -> None:
+def send(app: Newsletter, day: date, dry_run: bool, now: bool, processes: int | None) -> None:
     """Plan and deliver a day's digests, then print a summary."""
     if dry_run:
         # No fetch here: that would store the day. plan() says to run `fetch` first.
         _print_plan(app.plan(day, dry_run=True), dry_run=True)
         return
     report = asyncio.run(
-        app.send(day, progress=_progress if sys.stderr.isatty() else None, now=now)
+        app.send(
+            day,
+            progress=_progress if sys.stderr.isatty() else None,
+            now=now,
+            processes=processes,
+        )
     )
     if sys.stderr.isatty():
         click.echo("", err=True)

@@ -84,6 +84,13 @@ class Settings(BaseSettings):
         "together when the relay offers PIPELINING, RFC 2920; several times less CPU per "
         "message). Both classify each refusal by the command that drew it.",
     )
+    send_processes: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes a `send` delivers with: the others start sending while the "
+        "first still plans. One Python process uses one core; 2 suits a 2-core machine.",
+    )
     render_cache_size: int = Field(
         128,
         ge=0,

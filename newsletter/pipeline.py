@@ -5,11 +5,18 @@ The CLI, the demo and the scheduler all drive the newsletter through this one ob
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 from newsletter.config import Settings
 from newsletter.digest import Interests, Pick, Selection, Selector, match, rank, select
@@ -48,12 +55,21 @@ class PlanReport:
     skipped: Counter[str] = field(default_factory=Counter)
     already_planned: int = 0
     superseded: int = 0
+    seconds: float = 0.0
 
 
 @dataclass
 class SendReport:
     plan: PlanReport
     drain: DrainReport
+
+
+@dataclass
+class ComposeClock:
+    """CPU seconds spent composing messages, so a run can say what its time went on."""
+
+    render: float = 0.0  # the digest for these papers and this subscriber's own values
+    build: float = 0.0  # headers and MIME bytes
 
 
 def interests_of(subscriber: SubscriberRecord) -> Interests:
@@ -74,6 +90,8 @@ class Newsletter:
         self._cached: CachedRenderer | None = None
         self._matched: dict[tuple[tuple[str, ...], Interests], list[Pick]] = {}
         self._papers: dict[str, Paper] = {}
+        self._demo = demo
+        self.compose_clock = ComposeClock()
 
     @property
     def renderer(self) -> DigestRenderer:
@@ -153,6 +171,7 @@ class Newsletter:
         subscriber's local delivery hour. Safe to repeat and to run concurrently: subscribers
         already planned for the day are left alone, and the database's unique key settles races.
         """
+        started = time.monotonic()
         s = self.settings
         daily = self.day_papers(day)
         weekly: list[Paper] | None = None  # the week's pool, read once if anyone needs it
@@ -222,6 +241,7 @@ class Newsletter:
                     report.skipped[delivery.reason] += 1
         if not dry_run:
             self.store.finish_run(day)
+        report.seconds = time.monotonic() - started
         return report
 
     def week_papers(self, day: date) -> list[Paper]:
@@ -268,6 +288,7 @@ class Newsletter:
         are filled in and encoded per message. The bytes equal those of rendering and encoding
         each message on its own (tests/test_fast_path.py proves it).
         """
+        started = time.perf_counter()
         subscriber = delivery.subscriber
         day = delivery.digest_date
         interests = interests_of(subscriber)
@@ -293,7 +314,9 @@ class Newsletter:
             html_values, text_values = cached.personal(subscriber.id, subscriber.email, day)
             subject = shared.subject
             text_qp, html_qp = encoded.text.encode(text_values), encoded.html.encode(html_values)
-        return build_message_from(
+        composed = time.perf_counter()
+        self.compose_clock.render += composed - started
+        envelope = build_message_from(
             from_address=self.settings.from_address,
             to_address=subscriber.email,
             subject=subject,
@@ -304,6 +327,8 @@ class Newsletter:
             text_qp=text_qp,
             html_qp=html_qp,
         )
+        self.compose_clock.build += time.perf_counter() - composed
+        return envelope
 
     def policy(self) -> DeliveryPolicy:
         s = self.settings
@@ -328,17 +353,30 @@ class Newsletter:
         return SmtpSender(config)
 
     async def drain(
-        self, sender: Sender | None = None, progress: Callable[[DrainReport], None] | None = None
+        self,
+        sender: Sender | None = None,
+        progress: Callable[[DrainReport], None] | None = None,
+        *,
+        planning: Callable[[], bool] | None = None,
+        exclusive: bool = True,
     ) -> DrainReport:
-        """Send everything due now, then return; one sender at a time on SQLite."""
+        """Send everything due now, then return.
+
+        While `planning()` is true a planner is still adding deliveries, and the drain waits
+        for them rather than ending. `exclusive` takes the right to send on SQLite (one sender
+        at a time); a `send` that drains in several processes takes it once for all of them.
+        """
         sender = sender or self.smtp_sender()
+        clock = self.compose_clock = ComposeClock()
         try:
-            with self.store.exclusive_sender():
-                return await DeliveryLoop(
-                    self.store, sender, self.compose, self.policy(), progress
+            with self.store.exclusive_sender() if exclusive else contextlib.nullcontext():
+                report = await DeliveryLoop(
+                    self.store, sender, self.compose, self.policy(), progress, planning
                 ).run()
         finally:
             await sender.close()
+        report.render_seconds, report.build_seconds = clock.render, clock.build
+        return report
 
     async def send(
         self,
@@ -347,15 +385,43 @@ class Newsletter:
         progress: Callable[[DrainReport], None] | None = None,
         *,
         now: bool = False,
+        processes: int | None = None,
     ) -> SendReport:
         """Plan `day` (fetching it first when it is not stored) and deliver everything due.
 
         With `now`, the day's digests are due at once instead of at each local delivery hour.
+        With more than one process (default: the setting send_processes), the others start
+        sending the outbox while this one is still planning it, then this one sends too: one
+        Python process is bound to one core by the GIL.
         """
         if not self.store.day_papers(day):
             self.fetch(day)
-        plan = self.plan(day, immediately=now)
-        return SendReport(plan, await self.drain(sender, progress))
+        helpers = (processes or self.settings.send_processes) - 1
+        if helpers < 1 or sender is not None:
+            plan = self.plan(day, immediately=now)
+            return SendReport(plan, await self.drain(sender, progress))
+        with self.store.exclusive_sender():
+            context = multiprocessing.get_context("spawn")  # no inherited engine or event loop
+            planned = context.Event()
+            with ProcessPoolExecutor(
+                helpers,
+                mp_context=context,
+                initializer=_remember_plan_signal,
+                initargs=(planned, os.getpid()),
+            ) as pool:
+                loop = asyncio.get_running_loop()
+                others = [
+                    loop.run_in_executor(pool, _drain_in_helper, self.settings, self._demo)
+                    for _ in range(helpers)
+                ]
+                try:
+                    plan = self.plan(day, immediately=now)
+                finally:
+                    planned.set()  # also when planning failed: the helpers send what is there
+                report = await self.drain(progress=progress, exclusive=False)
+                for other in await asyncio.gather(*others):
+                    report.add(other)
+        return SendReport(plan, report)
 
     def web_version(self, subscriber_id: int, day: date) -> str | None:
         """The HTML of a digest that was planned for the subscriber, for "view in browser"."""
@@ -379,3 +445,28 @@ class Newsletter:
             selection = self.selection_for(subscriber, ranked, sent.get(subscriber.id, set()))
             papers = [pick.paper for pick in selection.picks]
         return self.render(subscriber, day, papers)
+
+
+# -- the helper processes of a multi-process `send` -------------------------------------------
+
+_plan_signal: tuple[Any, int] | None = None  # (the "planned" event, the planning process id)
+
+
+def _remember_plan_signal(planned: Any, planner: int) -> None:
+    global _plan_signal
+    _plan_signal = (planned, planner)
+
+
+def _still_planning() -> bool:
+    """The planner has not said it is done, and is alive (a killed planner says nothing)."""
+    assert _plan_signal is not None
+    planned, planner = _plan_signal
+    return not planned.is_set() and os.getppid() == planner
+
+
+def _drain_in_helper(settings: Settings, demo: bool) -> DrainReport:
+    app = Newsletter(settings, demo=demo)
+    try:
+        return asyncio.run(app.drain(planning=_still_planning, exclusive=False))
+    finally:
+        app.close()

@@ -6,9 +6,11 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import date
+from typing import Any
 
-from newsletter.capture import CaptureServer
+from newsletter.capture import CaptureHandler, CaptureServer
 from newsletter.pipeline import Newsletter
+from newsletter.send.senders import MemorySender
 from tests.conftest import SAMPLE_DATA
 
 DAYS = [date(2026, 2, 11), date(2026, 2, 12), date(2026, 2, 13)]
@@ -83,3 +85,69 @@ def test_concurrent_fetches_of_overlapping_days_store_every_paper_once(
     first, second = app.store.day_papers(DAYS[0]), app.store.day_papers(DAYS[1])
     assert len(first) == 25 and len(second) == 25
     assert len({p.id for p in first} & {p.id for p in second}) == 10
+
+
+class PeerRecordingHandler(CaptureHandler):
+    """Also notes which client connection (peer address) each message came over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.peers: list[object] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.peers.append(session.peer)
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_send_in_three_processes_delivers_every_digest_exactly_once(
+    make_newsletter: Callable[..., Newsletter], database_url: str
+) -> None:
+    handler = PeerRecordingHandler()
+    with CaptureServer(handler) as server:
+        app = make_newsletter(
+            database_url=database_url, smtp_port=server.port, smtp_connections=2, batch_size=200
+        )
+        topics = [[], ["compilers"], ["agents"], ["reasoning", "llm-inference"]]
+        app.store.bulk_add_subscribers(
+            (f"reader{i}@example.org", topics[i % len(topics)], []) for i in range(1500)
+        )
+        day = DAYS[2]
+        app.fetch(day, str(SAMPLE_DATA / f"{day}.json"))
+        report = asyncio.run(app.send(day, now=True, processes=3))
+
+    assert report.drain.stopped is None and not report.drain.failed
+    assert report.plan.queued > 1000
+    assert report.drain.sent == report.plan.queued == len(server.messages)
+    recipients = [m.recipients[0] for m in server.messages]
+    assert len(set(recipients)) == len(recipients), "a subscriber got the digest twice"
+    # Each process keeps its own 2 connections: more than 2 means others sent too.
+    assert len(set(handler.peers)) > 2
+    assert app.store.day_summary(day).by_status["sent"] == report.plan.queued
+
+
+def test_a_drain_waits_for_the_deliveries_of_a_plan_still_running(
+    make_newsletter: Callable[..., Newsletter], database_url: str
+) -> None:
+    app = make_newsletter(database_url=database_url)
+    app.store.bulk_add_subscribers((f"reader{i}@example.org", [], []) for i in range(50))
+    day = DAYS[0]
+    app.fetch(day, str(SAMPLE_DATA / f"{day}.json"))
+    sender = MemorySender()
+    # Nothing is planned yet: without a planner to wait for, a drain ends at once.
+    assert asyncio.run(app.drain(MemorySender())).sent == 0
+
+    async def plan_later_while_draining() -> int:
+        planned = asyncio.Event()
+
+        async def plan() -> None:
+            await asyncio.sleep(0.3)
+            await asyncio.to_thread(app.plan, day, immediately=True)
+            planned.set()
+
+        planner = asyncio.create_task(plan())
+        report = await app.drain(sender, planning=lambda: not planned.is_set())
+        await planner
+        return report.sent
+
+    assert asyncio.run(plan_later_while_draining()) == 50
+    assert len({e.recipient for e in sender.outbox}) == 50

@@ -62,6 +62,8 @@ class DeliveryPolicy:
     # again this many times, after 0.5 s, 1 s, 2 s..., before the run gives up.
     store_retries: int = 4
     store_retry_seconds: float = 0.5
+    # While a planner is still writing the outbox, an empty claim is tried again this often.
+    planning_poll_seconds: float = 0.1
 
     def backoff(self, attempts: int) -> float:
         """Exponential backoff with jitter, so retries from many senders do not arrive at once."""
@@ -79,6 +81,22 @@ class DrainReport:
     stopped: str | None = None  # why the run stopped early (sender refused, relay down)
     seconds: float = 0.0
     store_retries: int = 0  # store calls that failed once and succeeded when tried again
+    # CPU seconds composing messages: rendering the personal parts, assembling the MIME bytes.
+    render_seconds: float = 0.0
+    build_seconds: float = 0.0
+
+    def add(self, other: DrainReport) -> None:
+        """Fold in the report of another process that drained the same outbox at once."""
+        self.sent += other.sent
+        self.retrying += other.retrying
+        self.failed.update(other.failed)
+        self.skipped.update(other.skipped)
+        self.suppressed += other.suppressed
+        self.stopped = self.stopped or other.stopped
+        self.seconds = max(self.seconds, other.seconds)
+        self.store_retries += other.store_retries
+        self.render_seconds += other.render_seconds
+        self.build_seconds += other.build_seconds
 
 
 @dataclass
@@ -108,8 +126,12 @@ class DeliveryLoop:
         compose: Callable[[ClaimedDelivery], Envelope],
         policy: DeliveryPolicy,
         progress: Callable[[DrainReport], None] | None = None,
+        planning: Callable[[], bool] | None = None,
     ) -> None:
+        """`planning` says whether a planner is still adding deliveries; while it does, the
+        loop waits for them instead of ending when nothing is due."""
         self.store = store
+        self.planning = planning
         self.sender = sender
         self.compose = compose
         self.policy = policy
@@ -140,6 +162,12 @@ class DeliveryLoop:
                     self.store.claim, self._claim_size, self.policy.lease_seconds
                 )
                 if not claimed:
+                    if self.planning is not None:
+                        still = self.planning()
+                        if not still:  # planned: one more claim sees the last batch
+                            self.planning = None
+                        await asyncio.sleep(self.policy.planning_poll_seconds if still else 0)
+                        continue
                     if not await self._wait_for_due():
                         break
                     continue
