@@ -1,10 +1,12 @@
 """Fixtures for the fault-injection suite: a newsletter with one stored day and many subscribers,
-and `figure`, which prints each test's headline numbers where plain `pytest` (and CI) shows them."""
+`smtp_client`, which runs a test once per SMTP client (and relay) the sender can be set to, and
+`figure`, which prints each test's headline numbers where plain `pytest` (and CI) shows them."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from newsletter.config import Settings
 from newsletter.pipeline import Newsletter
 from tests.conftest import FIXTURES, SAMPLE_DATA
+from tests.reliability.faulty_smtp import Authenticator, FaultyHandler, FaultyServer
 
 DAY = date(2026, 2, 11)
 NEXT_DAY = date(2026, 2, 12)
@@ -46,16 +49,59 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
             terminalreporter.write_line(line)
 
 
+@dataclass(frozen=True)
+class SmtpClient:
+    """One way of talking SMTP that a fault must be survived by: the `smtp_client` setting,
+    and whether the test relay offers PIPELINING to it."""
+
+    setting: str
+    pipelining: bool
+
+    def relay(
+        self, handler: FaultyHandler, authenticator: Authenticator | None = None
+    ) -> FaultyServer:
+        """A FaultyServer for `handler`, offering PIPELINING or not as this case needs."""
+        handler.pipelining = self.pipelining
+        return FaultyServer(handler, authenticator)
+
+
+AIOSMTPLIB = pytest.param(SmtpClient("aiosmtplib", pipelining=True), id="aiosmtplib")
+PIPELINED = pytest.param(SmtpClient("pipelined", pipelining=True), id="pipelined")
+# The pipelined client against a relay without PIPELINING: its one-command-at-a-time fallback.
+PIPELINED_FALLBACK = pytest.param(
+    SmtpClient("pipelined", pipelining=False), id="pipelined-no-PIPELINING"
+)
+# For the slow tests (a kill -9, a locked database) that only need each client once.
+BOTH_CLIENTS = [AIOSMTPLIB, PIPELINED]
+
+
+@pytest.fixture(params=[AIOSMTPLIB, PIPELINED, PIPELINED_FALLBACK])
+def smtp_client(request: pytest.FixtureRequest) -> SmtpClient:
+    """Runs the test once per client; a module narrows the list with
+    `@pytest.mark.parametrize("smtp_client", BOTH_CLIENTS, indirect=True)`."""
+    # Not an isinstance check: pytest loads this file as a conftest and the test modules
+    # import it again as tests.reliability.conftest, so the class exists twice.
+    client: SmtpClient = request.param
+    return client
+
+
 @pytest.fixture
 def newsletter_with(
-    make_newsletter: Callable[..., Newsletter],
+    make_newsletter: Callable[..., Newsletter], request: pytest.FixtureRequest
 ) -> Iterator[Callable[..., Newsletter]]:
     """A newsletter whose sample day is stored and that has `subscribers` readers, each
-    wanting the top papers (so every one of them is planned a digest)."""
+    wanting the top papers (so every one of them is planned a digest).
+
+    In a test that uses `smtp_client`, the newsletter sends with that client."""
+    client: SmtpClient | None = None
+    if "smtp_client" in request.fixturenames:
+        client = request.getfixturevalue("smtp_client")
 
     def make(
         subscribers: int, *, days: tuple[date, ...] = (DAY,), **settings: object
     ) -> Newsletter:
+        if client is not None:
+            settings.setdefault("smtp_client", client.setting)
         app = make_newsletter(**settings)
         for day in days:
             app.fetch(day, str(SAMPLE_DATA / f"{day}.json"))
@@ -77,6 +123,7 @@ def cli_env(settings: Settings, **extra: object) -> dict[str, str]:
         "NEWSLETTER_SMTP_HOST": settings.smtp_host,
         "NEWSLETTER_SMTP_PORT": settings.smtp_port,
         "NEWSLETTER_SMTP_CONNECTIONS": settings.smtp_connections,
+        "NEWSLETTER_SMTP_CLIENT": settings.smtp_client,
         "NEWSLETTER_RETRY_BASE_SECONDS": settings.retry_base_seconds,
         "NEWSLETTER_RETRY_WAIT_SECONDS": settings.retry_wait_seconds,
         "NEWSLETTER_LEASE_SECONDS": settings.lease_seconds,

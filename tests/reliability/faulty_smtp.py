@@ -1,13 +1,15 @@
 """A real SMTP server (aiosmtpd on loopback) that injects faults and counts what it accepted.
 
-Every reliability test talks to one of these through the production SmtpSender, so each fault
-travels the same sockets, replies and client code as it would from a real relay. Faults are
+Every reliability test talks to one of these through a production sender (SmtpSender over
+aiosmtplib, or PipelinedSmtpSender, with and without PIPELINING offered), so each fault travels
+the same sockets, replies and client code as it would from a real relay. Faults are
 functions of the recipient and of how often that recipient was tried, so a test states them
 in one line and they hold for any number of subscribers.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -22,8 +24,10 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from newsletter.capture import free_port
 
 # A fault answers a command with an SMTP reply ("451 4.3.0 try later"), with DROP to close the
-# connection without answering, or with None to let the command through.
+# connection without answering, with STALL to never answer (until the client gives up and hangs
+# up), or with None to let the command through.
 DROP = "drop"
+STALL = "stall"
 Fault = Callable[[str, int], str | None]  # (recipient, attempt number at this stage) -> reply
 
 _MESSAGE_ID = re.compile(rb"^Message-ID:\s*(\S+)", re.MULTILINE | re.IGNORECASE)
@@ -38,6 +42,10 @@ class FaultyHandler:
     mail_fault: Callable[[int], str | None] | None = None  # (MAIL number) -> reply
     # Called (in the server's thread) after each accepted message with the running total.
     on_accept: Callable[[int], None] | None = None
+    # Offer PIPELINING in the EHLO reply (RFC 2920), as Postfix and most relays do. aiosmtpd
+    # reads pipelined commands in order and answers each in turn either way; the flag decides
+    # whether PipelinedSmtpSender sends MAIL, RCPT and DATA together or one at a time.
+    pipelining: bool = False
 
     accepted: Counter[str] = field(default_factory=Counter)
     message_ids: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
@@ -47,6 +55,7 @@ class FaultyHandler:
     sessions: set[int] = field(default_factory=set)
     mails: int = 0
     drops: int = 0
+    stalls: int = 0
     refusals: Counter[str] = field(default_factory=Counter)  # reply code -> how many
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -58,6 +67,14 @@ class FaultyHandler:
     def duplicates(self) -> dict[str, int]:
         with self.lock:
             return {rcpt: n for rcpt, n in self.accepted.items() if n > 1}
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
 
     async def handle_MAIL(
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
@@ -85,6 +102,8 @@ class FaultyHandler:
         reply = self.rcpt_fault(address, attempt) if self.rcpt_fault else None
         if reply == DROP:
             return self._drop(server)
+        if reply == STALL:
+            return await self._stall(server)
         if reply:
             return self._refuse(reply)
         envelope.rcpt_tos.append(address)
@@ -100,6 +119,8 @@ class FaultyHandler:
             # The whole message arrived but is not kept: the client sees the connection die
             # before any reply, exactly as when a relay crashes mid-transaction.
             return self._drop(server)
+        if reply == STALL:
+            return await self._stall(server)
         if reply:
             return self._refuse(reply)
         found = _MESSAGE_ID.search(envelope.content)
@@ -121,6 +142,19 @@ class FaultyHandler:
         with self.lock:
             self.drops += 1
         server.transport.close()
+        return "421 4.4.2 connection dropped"  # never reaches the client
+
+    async def _stall(self, server: Any) -> str:
+        """Answer nothing, like a relay wedged on a slow disk or a dead filter, until the client
+        times out and hangs up (aiosmtpd may cancel us then); nothing is accepted."""
+        with self.lock:
+            self.stalls += 1
+        for _ in range(600):
+            if server.transport is None or server.transport.is_closing():
+                break
+            await asyncio.sleep(0.05)
+        if server.transport is not None:
+            server.transport.close()
         return "421 4.4.2 connection dropped"  # never reaches the client
 
 

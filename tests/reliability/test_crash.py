@@ -15,12 +15,16 @@ import threading
 import time
 from collections.abc import Callable
 
+import pytest
+
 from newsletter.pipeline import Newsletter
 from newsletter.states import DeliveryStatus
-from tests.reliability.conftest import DAY, cli_env, newsletter_bin
-from tests.reliability.faulty_smtp import FaultyHandler, FaultyServer
+from tests.reliability.conftest import BOTH_CLIENTS, DAY, SmtpClient, cli_env, newsletter_bin
+from tests.reliability.faulty_smtp import FaultyHandler
 
 SUBSCRIBERS = 3000
+# Each SMTP client once: the fallback without PIPELINING adds nothing to what this proves.
+pytestmark = pytest.mark.parametrize("smtp_client", BOTH_CLIENTS, indirect=True)
 
 
 def settle(handler: FaultyHandler) -> None:
@@ -33,7 +37,10 @@ def settle(handler: FaultyHandler) -> None:
 
 
 def test_kill_9_mid_run_loses_nobody_and_resends_only_what_was_in_flight(
-    newsletter_with: Callable[..., Newsletter], figure: Callable[[str], None], database_url: str
+    smtp_client: SmtpClient,
+    newsletter_with: Callable[..., Newsletter],
+    figure: Callable[[str], None],
+    database_url: str,
 ) -> None:
     kill_at = SUBSCRIBERS // 3
     child: dict[str, subprocess.Popen[bytes]] = {}
@@ -45,7 +52,7 @@ def test_kill_9_mid_run_loses_nobody_and_resends_only_what_was_in_flight(
             killed.set()
 
     handler = FaultyHandler(on_accept=kill_child)
-    with FaultyServer(handler) as server:
+    with smtp_client.relay(handler) as server:
         app = newsletter_with(
             SUBSCRIBERS,
             database_url=database_url,

@@ -18,11 +18,12 @@ from datetime import date
 
 import pytest
 
+from newsletter.capture import free_port
 from newsletter.pipeline import Newsletter
 from newsletter.send.engine import DeliveryPolicy, DrainReport
 from newsletter.states import DeliveryStatus, FailureReason, SkipReason, SubscriberStatus
-from tests.reliability.conftest import DAY, NEXT_DAY, cli_env, newsletter_bin
-from tests.reliability.faulty_smtp import DROP, Authenticator, FaultyHandler, FaultyServer
+from tests.reliability.conftest import DAY, NEXT_DAY, SmtpClient, cli_env, newsletter_bin
+from tests.reliability.faulty_smtp import DROP, STALL, Authenticator, FaultyHandler
 
 SUBSCRIBERS = 240
 
@@ -51,7 +52,9 @@ def picked(address: str, share: float, salt: str = "") -> bool:
 
 
 def test_connection_dropped_mid_data_is_retried_and_each_reader_gets_one_copy(
-    newsletter_with: Callable[..., Newsletter], figure: Callable[[str], None]
+    smtp_client: SmtpClient,
+    newsletter_with: Callable[..., Newsletter],
+    figure: Callable[[str], None],
 ) -> None:
     data_commands = itertools.count(1)
 
@@ -61,7 +64,7 @@ def test_connection_dropped_mid_data_is_retried_and_each_reader_gets_one_copy(
         return DROP if next(data_commands) % 50 == 0 else None
 
     handler = FaultyHandler(data_fault=every_50th_data)
-    with FaultyServer(handler) as server:
+    with smtp_client.relay(handler) as server:
         app = newsletter_with(SUBSCRIBERS, smtp_port=server.port)
         report = drain(app, DAY)
 
@@ -80,7 +83,9 @@ def test_connection_dropped_mid_data_is_retried_and_each_reader_gets_one_copy(
 
 
 def test_a_kept_connection_the_relay_closed_is_replaced_at_once_without_a_retry(
-    newsletter_with: Callable[..., Newsletter], figure: Callable[[str], None]
+    smtp_client: SmtpClient,
+    newsletter_with: Callable[..., Newsletter],
+    figure: Callable[[str], None],
 ) -> None:
     def idle_timeout(number: int) -> str | None:
         # The relay has closed a kept connection (idle timeout, restart): the next MAIL on it
@@ -88,7 +93,7 @@ def test_a_kept_connection_the_relay_closed_is_replaced_at_once_without_a_retry(
         return DROP if number % 30 == 0 else None
 
     handler = FaultyHandler(mail_fault=idle_timeout)
-    with FaultyServer(handler) as server:
+    with smtp_client.relay(handler) as server:
         app = newsletter_with(SUBSCRIBERS // 2, smtp_port=server.port)
         report = drain(app, DAY)
 
@@ -103,8 +108,61 @@ def test_a_kept_connection_the_relay_closed_is_replaced_at_once_without_a_retry(
     assert report.retrying == 0  # replaced on the spot, not charged an attempt
 
 
+def test_a_relay_that_stops_answering_is_timed_out_and_each_reader_gets_one_copy(
+    smtp_client: SmtpClient,
+    newsletter_with: Callable[..., Newsletter],
+    figure: Callable[[str], None],
+) -> None:
+    timeout = 0.5
+
+    def wedged_at_rcpt(recipient: str, attempt: int) -> str | None:
+        # No answer before DATA: nothing can have been delivered, so it goes again at once.
+        return STALL if attempt == 1 and picked(recipient, 0.05, "rcpt") else None
+
+    def wedged_at_data(recipient: str, attempt: int) -> str | None:
+        # No answer to the message itself: the client must give up and retry it later.
+        return STALL if attempt == 1 and picked(recipient, 0.05, "data") else None
+
+    handler = FaultyHandler(rcpt_fault=wedged_at_rcpt, data_fault=wedged_at_data)
+    with smtp_client.relay(handler) as server:
+        app = newsletter_with(60, smtp_port=server.port, smtp_timeout=timeout)
+        report = drain(app, DAY)
+
+    expected = planned(app)
+    at_data = {r for r in expected if picked(r, 0.05, "data")}
+    figure(
+        f"{handler.stalls} replies never sent ({len(at_data)} to DATA), timeout {timeout}s: "
+        f"delivered {len(handler.accepted)}/{len(expected)}, retries {report.retrying}, "
+        f"duplicates {len(handler.duplicates())}"
+    )
+    assert handler.stalls > len(at_data) > 0
+    assert report.stopped is None
+    assert set(handler.accepted) == expected and not handler.duplicates()
+    # Every stall at DATA costs an attempt; one at RCPT only when it hit a fresh connection
+    # (a kept one is replaced at once, as nothing was transmitted).
+    assert len(at_data) <= report.retrying <= handler.stalls
+
+
+def test_a_dead_relay_stops_the_run_and_every_digest_stays_queued(
+    smtp_client: SmtpClient,
+    newsletter_with: Callable[..., Newsletter],
+    figure: Callable[[str], None],
+) -> None:
+    app = newsletter_with(30, smtp_port=free_port())
+    report = drain(app, DAY)
+
+    expected = planned(app)
+    summary = app.store.day_summary(DAY)
+    figure(f"nobody listening: stopped ('{report.stopped}'), queued {len(expected)}")
+    assert report.stopped is not None and "cannot connect" in report.stopped
+    assert report.sent == 0 and not report.failed and report.retrying == 0
+    assert summary.by_status[DeliveryStatus.QUEUED] == len(expected) > 0
+
+
 def test_451_on_a_fifth_of_rcpts_delivers_everyone_once_and_suppresses_nobody(
-    newsletter_with: Callable[..., Newsletter], figure: Callable[[str], None]
+    smtp_client: SmtpClient,
+    newsletter_with: Callable[..., Newsletter],
+    figure: Callable[[str], None],
 ) -> None:
     dice = random.Random(451)
 
@@ -112,7 +170,7 @@ def test_451_on_a_fifth_of_rcpts_delivers_everyone_once_and_suppresses_nobody(
         return "451 4.7.1 Greylisted, please try again later" if dice.random() < 0.2 else None
 
     handler = FaultyHandler(rcpt_fault=greylist)
-    with FaultyServer(handler) as server:
+    with smtp_client.relay(handler) as server:
         app = newsletter_with(SUBSCRIBERS, smtp_port=server.port)
         report = drain(app, DAY)
 
@@ -133,7 +191,9 @@ def test_451_on_a_fifth_of_rcpts_delivers_everyone_once_and_suppresses_nobody(
 
 
 def test_550_user_unknown_suppresses_only_that_address_and_it_is_not_tried_next_day(
-    newsletter_with: Callable[..., Newsletter], figure: Callable[[str], None]
+    smtp_client: SmtpClient,
+    newsletter_with: Callable[..., Newsletter],
+    figure: Callable[[str], None],
 ) -> None:
     def unknown_users(recipient: str, _attempt: int) -> str | None:
         if picked(recipient, 0.1, "gone"):
@@ -141,7 +201,7 @@ def test_550_user_unknown_suppresses_only_that_address_and_it_is_not_tried_next_
         return None
 
     handler = FaultyHandler(rcpt_fault=unknown_users)
-    with FaultyServer(handler) as server:
+    with smtp_client.relay(handler) as server:
         # One connection, so every rejection is followed by other mail on the same session.
         app = newsletter_with(
             SUBSCRIBERS, days=(DAY, NEXT_DAY), smtp_port=server.port, smtp_connections=1
@@ -210,7 +270,9 @@ def test_550_user_unknown_suppresses_only_that_address_and_it_is_not_tried_next_
 
 
 def test_535_at_login_pauses_the_run_and_the_next_run_sends_only_the_rest(
-    newsletter_with: Callable[..., Newsletter], figure: Callable[[str], None]
+    smtp_client: SmtpClient,
+    newsletter_with: Callable[..., Newsletter],
+    figure: Callable[[str], None],
 ) -> None:
     auth = Authenticator(accept=True)
     revoke_at = SUBSCRIBERS // 3
@@ -220,7 +282,7 @@ def test_535_at_login_pauses_the_run_and_the_next_run_sends_only_the_rest(
             auth.accept = False  # the password was rotated under us
 
     handler = FaultyHandler(on_accept=revoke)
-    with FaultyServer(handler, authenticator=auth) as server:
+    with smtp_client.relay(handler, auth) as server:
         app = newsletter_with(
             SUBSCRIBERS,
             smtp_port=server.port,
@@ -253,7 +315,9 @@ def test_535_at_login_pauses_the_run_and_the_next_run_sends_only_the_rest(
 
 
 def test_554_5_7_1_on_every_rcpt_pauses_and_the_next_run_sends_only_the_rest(
-    newsletter_with: Callable[..., Newsletter], figure: Callable[[str], None]
+    smtp_client: SmtpClient,
+    newsletter_with: Callable[..., Newsletter],
+    figure: Callable[[str], None],
 ) -> None:
     blocked_from = SUBSCRIBERS // 3
     relay = {"blocked": False}
@@ -268,7 +332,7 @@ def test_554_5_7_1_on_every_rcpt_pauses_and_the_next_run_sends_only_the_rest(
             relay["blocked"] = True
 
     handler = FaultyHandler(rcpt_fault=blocklisted, on_accept=block)
-    with FaultyServer(handler) as server:
+    with smtp_client.relay(handler) as server:
         app = newsletter_with(SUBSCRIBERS, smtp_port=server.port)
         paused = drain(app, DAY)
         after_pause = dict(handler.accepted)
@@ -293,7 +357,9 @@ def test_554_5_7_1_on_every_rcpt_pauses_and_the_next_run_sends_only_the_rest(
 
 
 def test_one_recipients_policy_refusal_is_retried_not_a_pause_and_retries_are_bounded(
-    newsletter_with: Callable[..., Newsletter], figure: Callable[[str], None]
+    smtp_client: SmtpClient,
+    newsletter_with: Callable[..., Newsletter],
+    figure: Callable[[str], None],
 ) -> None:
     readers = 40
     always_451 = {
@@ -310,7 +376,7 @@ def test_one_recipients_policy_refusal_is_retried_not_a_pause_and_retries_are_bo
 
     handler = FaultyHandler(rcpt_fault=stubborn)
     base, attempts = 0.1, 4
-    with FaultyServer(handler) as server:
+    with smtp_client.relay(handler) as server:
         app = newsletter_with(
             readers, smtp_port=server.port, max_attempts=attempts, retry_base_seconds=base
         )
@@ -353,7 +419,9 @@ def test_backoff_grows_exponentially_with_jitter_and_is_capped() -> None:
 
 
 def test_a_retry_left_for_a_later_run_is_sent_then_exactly_once(
-    newsletter_with: Callable[..., Newsletter], figure: Callable[[str], None]
+    smtp_client: SmtpClient,
+    newsletter_with: Callable[..., Newsletter],
+    figure: Callable[[str], None],
 ) -> None:
     def once(recipient: str, attempt: int) -> str | None:
         return (
@@ -361,7 +429,7 @@ def test_a_retry_left_for_a_later_run_is_sent_then_exactly_once(
         )
 
     handler = FaultyHandler(rcpt_fault=once)
-    with FaultyServer(handler) as server:
+    with smtp_client.relay(handler) as server:
         # This run does not wait for retries (none is due before it ends, with a 2 s base):
         # it ends and leaves them in the database.
         app = newsletter_with(
@@ -385,7 +453,9 @@ def test_a_retry_left_for_a_later_run_is_sent_then_exactly_once(
 
 
 def test_the_next_days_plan_supersedes_an_undelivered_digest(
-    newsletter_with: Callable[..., Newsletter], figure: Callable[[str], None]
+    smtp_client: SmtpClient,
+    newsletter_with: Callable[..., Newsletter],
+    figure: Callable[[str], None],
 ) -> None:
     relay = {"down": True}
 
@@ -393,7 +463,7 @@ def test_the_next_days_plan_supersedes_an_undelivered_digest(
         return "421 4.3.2 System not accepting network messages" if relay["down"] else None
 
     handler = FaultyHandler(rcpt_fault=busy)
-    with FaultyServer(handler) as server:
+    with smtp_client.relay(handler) as server:
         app = newsletter_with(60, days=(DAY, NEXT_DAY), smtp_port=server.port, retry_wait_seconds=0)
         first = drain(app, DAY)
         day_one_planned = planned(app, DAY)

@@ -20,15 +20,20 @@ from sqlalchemy import create_engine, text
 from newsletter.pipeline import Newsletter
 from newsletter.states import DeliveryStatus
 from newsletter.store.engine import normalise_url
-from tests.reliability.conftest import DAY
-from tests.reliability.faulty_smtp import FaultyHandler, FaultyServer
+from tests.reliability.conftest import BOTH_CLIENTS, DAY, SmtpClient
+from tests.reliability.faulty_smtp import FaultyHandler
 
 SUBSCRIBERS = 600
 LOCK_SECONDS = 3.0
+# Each SMTP client once: the fallback without PIPELINING adds nothing to what this proves.
+pytestmark = pytest.mark.parametrize("smtp_client", BOTH_CLIENTS, indirect=True)
 
 
 def test_sqlite_file_locked_mid_run_is_waited_out(
-    newsletter_with: Callable[..., Newsletter], figure: Callable[[str], None], tmp_path: object
+    smtp_client: SmtpClient,
+    newsletter_with: Callable[..., Newsletter],
+    figure: Callable[[str], None],
+    tmp_path: object,
 ) -> None:
     lock_at = SUBSCRIBERS // 3
     locker: dict[str, threading.Thread] = {}
@@ -48,7 +53,7 @@ def test_sqlite_file_locked_mid_run_is_waited_out(
             locker["thread"].start()
 
     handler = FaultyHandler(on_accept=lock_database)
-    with FaultyServer(handler) as server:
+    with smtp_client.relay(handler) as server:
         app = newsletter_with(SUBSCRIBERS, smtp_port=server.port)
         path = app.settings.database_url.removeprefix("sqlite:///")
         started = time.monotonic()
@@ -74,6 +79,7 @@ STORM_SECONDS = 1.5
 
 @pytest.mark.postgres
 def test_postgresql_connections_killed_mid_run_lose_nobody(
+    smtp_client: SmtpClient,
     newsletter_with: Callable[..., Newsletter],
     figure: Callable[[str], None],
     postgres_url: str,
@@ -112,7 +118,7 @@ def test_postgresql_connections_killed_mid_run_lose_nobody(
 
     handler = FaultyHandler(on_accept=start_storm)
     try:
-        with FaultyServer(handler) as server:
+        with smtp_client.relay(handler) as server:
             app = newsletter_with(SUBSCRIBERS, smtp_port=server.port, database_url=postgres_url)
             report = asyncio.run(app.send(DAY)).drain
             storm["thread"].join()
