@@ -120,18 +120,17 @@ class SentPaperRow(Base):
     """Every paper ever put in a subscriber's digest: the diff looks up today's ids here.
 
     Rows are written with the delivery that carries them and removed if that delivery ends
-    without being sent, so a paper is never mailed twice and never lost either.
+    without being sent, so a paper is never mailed twice and never lost either. No foreign
+    keys (migration 0004): rows are only written in the transaction that creates their
+    delivery and deleted with it or with their subscriber, and the checks cost planning more
+    than the rows themselves.
     """
 
     __tablename__ = "sent_papers"
 
-    subscriber_id: Mapped[int] = mapped_column(
-        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
-    )
+    subscriber_id: Mapped[int] = mapped_column(primary_key=True)
     paper_id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    delivery_id: Mapped[int] = mapped_column(
-        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
-    )
+    delivery_id: Mapped[int] = mapped_column(index=True)
 
 
 class SuppressionRow(Base):

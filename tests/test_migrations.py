@@ -1,0 +1,56 @@
+"""Schema migrations keep existing data: upgrading a database made by an earlier release."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import inspect, text
+
+from newsletter.store import Store
+
+
+def test_0004_drops_the_sent_logs_foreign_keys_and_keeps_its_rows(database_url: str) -> None:
+    store = Store(database_url)
+    try:
+        store.upgrade("0003")
+        assert len(inspect(store.engine).get_foreign_keys("sent_papers")) == 2
+        now = datetime(2026, 2, 13, 7, 0)
+        with store.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO subscribers (id, email, status, topics, keywords, created_at, "
+                    "bounce_count, frequency) VALUES (1, 'ada@example.org', 'active', '[]', "
+                    "'[]', :now, 0, 'daily')"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO deliveries (id, subscriber_id, digest_date, status, message_id, "
+                    "paper_ids, attempts, created_at, updated_at) VALUES (7, 1, :day, 'sent', "
+                    "'<m@x>', '[\"2602.00001\"]', 1, :now, :now)"
+                ),
+                {"day": date(2026, 2, 13), "now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) "
+                    "VALUES (1, '2602.00001', 7)"
+                )
+            )
+
+        store.upgrade()
+
+        assert inspect(store.engine).get_foreign_keys("sent_papers") == []
+        primary_key = inspect(store.engine).get_pk_constraint("sent_papers")
+        assert primary_key["constrained_columns"] == ["subscriber_id", "paper_id"]
+        assert "ix_sent_papers_delivery_id" in {
+            index["name"] for index in inspect(store.engine).get_indexes("sent_papers")
+        }
+        assert store.already_sent([1], ["2602.00001", "2602.00002"]) == {1: {"2602.00001"}}
+        # Deleting a subscriber still takes their sent log with them, now without a cascade.
+        assert store.delete_subscriber("ada@example.org")
+        with store.engine.connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM sent_papers")) == 0
+    finally:
+        store.close()
