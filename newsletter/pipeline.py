@@ -305,6 +305,7 @@ class Newsletter:
             )
             subject = rendered.subject
             text_qp, html_qp = quoted_printable(rendered.text), quoted_printable(rendered.html)
+            text_wire = html_wire = None
         else:
             encoded = shared.encoded
             if not isinstance(encoded, EncodedDigest):
@@ -313,7 +314,10 @@ class Newsletter:
                 )
             html_values, text_values = cached.personal(subscriber.id, subscriber.email, day)
             subject = shared.subject
-            text_qp, html_qp = encoded.text.encode(text_values), encoded.html.encode(html_values)
+            (text_qp, text_wire), (html_qp, html_wire) = (
+                encoded.text.encode(text_values),
+                encoded.html.encode(html_values),
+            )
         composed = time.perf_counter()
         self.compose_clock.render += composed - started
         envelope = build_message_from(
@@ -326,6 +330,8 @@ class Newsletter:
             unsubscribe_url=self.links.unsubscribe(subscriber.id),
             text_qp=text_qp,
             html_qp=html_qp,
+            text_wire=text_wire,
+            html_wire=html_wire,
         )
         self.compose_clock.build += time.perf_counter() - composed
         return envelope

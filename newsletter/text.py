@@ -35,6 +35,9 @@ def one_line(value: str | None, limit: int | None = None) -> str:
     """
     if not value:
         return ""
+    if value.isascii() and value.isprintable() and "  " not in value and value == value.strip():
+        # Already one clean line (our own URLs and ids, every message): nothing to fold.
+        return truncate(value, limit) if limit else value
     spaced = _WHITESPACE.sub(" ", unicodedata.normalize("NFC", value))
     folded = _WHITESPACE.sub(" ", strip_controls(spaced)).strip()
     return truncate(folded, limit) if limit else folded

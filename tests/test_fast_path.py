@@ -21,6 +21,7 @@ from newsletter.send.message import (
     EncodedText,
     Envelope,
     build_message,
+    dot_stuffed_lines,
     quoted_printable,
 )
 from newsletter.send.pipelined import PipelinedSmtpSender, dot_stuffed
@@ -107,6 +108,8 @@ def test_cached_compose_is_byte_identical_to_rendering_each_message(app: Newslet
             delivery = claimed(app, n, address, topics, keywords)
             envelope = app.compose(delivery)
             assert envelope.data == uncached(app, delivery, envelope).data
+            # What goes on the wire is exactly what the sender would make of `data` itself.
+            assert envelope.wire == dot_stuffed(envelope.data)
             assert envelope.recipient == address
     cache = app.cached_renderer
     assert cache.usable is True
@@ -171,8 +174,11 @@ def test_encoded_text_equals_encoding_the_filled_text(values: dict[str, str]) ->
     for token, value in values.items():
         filled = filled.replace(token, value)
     encoded = EncodedText(AWKWARD, values.keys())
-    assert encoded.encode(values) == quoted_printable(filled)
-    assert any(isinstance(s, bytes) for s in encoded.segments)  # static lines encoded once
+    plain, wire = encoded.encode(values)
+    assert plain == quoted_printable(filled)
+    # Stuffed piece by piece, the same as stuffing the whole.
+    assert wire == dot_stuffed_lines(plain)
+    assert any(isinstance(s, tuple) for s in encoded.segments)  # static lines encoded once
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -193,7 +199,18 @@ def test_encoded_text_equals_encoding_the_filled_text_for_random_long_lines(seed
     filled = text
     for token, value in values.items():
         filled = filled.replace(token, value)
-    assert EncodedText(text, tokens).encode(values) == quoted_printable(filled)
+    plain, wire = EncodedText(text, tokens).encode(values)
+    assert plain == quoted_printable(filled)
+    assert wire == dot_stuffed_lines(plain)
+
+
+def test_lines_starting_with_a_dot_are_stuffed_in_static_and_personal_pieces() -> None:
+    text = ".static first\nTOKA\n.personal TOKA\n" + "x" * 75 + ".wrapped onto a new line\n"
+    plain, wire = EncodedText(text, ["TOKA"]).encode({"TOKA": "v"})
+    assert plain.startswith(b".static") and b"\r\n.personal v" in plain
+    assert wire.startswith(b"..static") and b"\r\n..personal v" in wire
+    assert b"=\r\n..wrapped" in wire  # a soft break put the "." first on its line
+    assert wire == dot_stuffed_lines(plain)
 
 
 def test_dot_stuffing() -> None:

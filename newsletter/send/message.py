@@ -31,6 +31,9 @@ class Envelope:
     sender: str
     recipient: str
     data: bytes
+    # `data` dot-stuffed and ended with ".\r\n", ready for DATA, when the builder had it at
+    # hand (see EncodedText); senders stuff `data` themselves otherwise.
+    wire: bytes | None = None
 
 
 @lru_cache(maxsize=1024)  # the email package takes ~1 ms per non-ASCII subject
@@ -92,6 +95,20 @@ def quoted_printable(text: str) -> bytes:
     return binascii.b2a_qp(normalised, quotetabs=False, istext=True).replace(b"\n", CRLF)
 
 
+def dot_stuffed_lines(qp: bytes) -> bytes:
+    """Whole CRLF lines with a second "." before every line that starts with one, as SMTP's
+    DATA needs (RFC 5321 4.5.2). Stuffing pieces that each start a line, one by one, gives the
+    same bytes as stuffing them joined."""
+    stuffed = qp.replace(b"\r\n.", b"\r\n..")
+    return b"." + stuffed if stuffed.startswith(b".") else stuffed
+
+
+@dataclass(frozen=True, slots=True)
+class _Personal:
+    text: str  # whole lines (or the rest of one) holding placeholder tokens
+    tokens: tuple[str, ...]  # the tokens it holds
+
+
 class EncodedText:
     """Quoted-printable text encoded once, except the few places holding placeholder tokens.
 
@@ -99,14 +116,17 @@ class EncodedText:
     lines without a token are encoded here once. A line with a token is encoded per message,
     but only from the last soft break well before its first token: MJML puts whole blocks of
     markup on one line, and re-encoding a 3 KB line for every subscriber cost more than the
-    rest of composing the message. `encode(values)` returns exactly
-    `quoted_printable(text with values filled)`.
+    rest of composing the message. Adjacent personal lines are encoded together.
+
+    `encode(values)` returns exactly `quoted_printable(text with values filled)`, and the same
+    dot-stuffed for SMTP: the static pieces are stuffed here once, because scanning a whole
+    30 KB message for lines starting with "." cost more per message than encoding it.
     """
 
     def __init__(self, text: str, tokens: Iterable[str]) -> None:
         normalised = text.replace("\r\n", "\n").replace("\r", "\n")
         tokens = tuple(tokens)
-        self.segments: list[bytes | str] = []
+        pieces: list[bytes | str] = []
         static: list[str] = []
         for line in normalised.splitlines(keepends=True):
             first = min((i for token in tokens if (i := line.find(token)) >= 0), default=-1)
@@ -114,23 +134,39 @@ class EncodedText:
                 static.append(line)
                 continue
             head, personal = _split_before(line, first)
-            self.segments.append(quoted_printable("".join(static)) + head)
+            encoded = quoted_printable("".join(static)) + head
             static = []
-            self.segments.append(personal)
+            if encoded:
+                pieces.append(encoded)
+            if pieces and isinstance(pieces[-1], str):
+                pieces[-1] += personal
+            else:
+                pieces.append(personal)
         if static:
-            self.segments.append(quoted_printable("".join(static)))
-        self.segments = [s for s in self.segments if s]
+            pieces.append(quoted_printable("".join(static)))
+        self.segments: list[tuple[bytes, bytes] | _Personal] = [
+            (piece, dot_stuffed_lines(piece))
+            if isinstance(piece, bytes)
+            else _Personal(piece, tuple(t for t in tokens if t in piece))
+            for piece in pieces
+        ]
 
-    def encode(self, values: dict[str, str]) -> bytes:
-        out: list[bytes] = []
+    def encode(self, values: dict[str, str]) -> tuple[bytes, bytes]:
+        """(the encoded text, the same dot-stuffed) with `values` in place of their tokens."""
+        plain: list[bytes] = []
+        wire: list[bytes] = []
         for segment in self.segments:
-            if isinstance(segment, bytes):
-                out.append(segment)
+            if isinstance(segment, tuple):
+                plain.append(segment[0])
+                wire.append(segment[1])
                 continue
-            for token, value in values.items():
-                segment = segment.replace(token, value)
-            out.append(quoted_printable(segment))
-        return b"".join(out)
+            text = segment.text
+            for token in segment.tokens:
+                text = text.replace(token, values[token])
+            encoded = quoted_printable(text)
+            plain.append(encoded)
+            wire.append(dot_stuffed_lines(encoded))
+        return b"".join(plain), b"".join(wire)
 
 
 def _split_before(line: str, end: int) -> tuple[bytes, str]:
@@ -207,8 +243,11 @@ def build_message_from(
     text_qp: bytes,
     html_qp: bytes,
     date: datetime | None = None,
+    text_wire: bytes | None = None,
+    html_wire: bytes | None = None,
 ) -> Envelope:
-    """`build_message` from parts already quoted-printable encoded (see EncodedText)."""
+    """`build_message` from parts already quoted-printable encoded (see EncodedText); given
+    the parts dot-stuffed too, the envelope carries the message ready for DATA as well."""
     sender, sender_address = _address(from_address)
     recipient, recipient_address = _recipient(to_address)
     boundary = "=_" + binascii.hexlify(message_id.encode()[-24:]).decode()[:40]
@@ -226,22 +265,17 @@ def build_message_from(
     ]
     head = "".join(f"{name}: {value}\r\n" for name, value in headers).encode("ascii")
     marker = f"--{boundary}\r\n".encode()
-    data = b"".join(
-        [
-            head,
-            CRLF,
-            marker,
-            _PART_HEAD_PLAIN,
-            text_qp,
-            CRLF,
-            marker,
-            _PART_HEAD_HTML,
-            html_qp,
-            CRLF,
-            f"--{boundary}--\r\n".encode(),
-        ]
-    )
-    return Envelope(sender_address, recipient_address, data)
+    end = f"--{boundary}--\r\n".encode()
+
+    def joined(text: bytes, html: bytes) -> list[bytes]:
+        # No header or MIME boundary line starts with ".", so only the parts need stuffing.
+        return [head, CRLF, marker, _PART_HEAD_PLAIN, text, CRLF, marker, _PART_HEAD_HTML, html]
+
+    data = b"".join([*joined(text_qp, html_qp), CRLF, end])
+    wire = None
+    if text_wire is not None and html_wire is not None:
+        wire = b"".join([*joined(text_wire, html_wire), CRLF, end, b".\r\n"])
+    return Envelope(sender_address, recipient_address, data, wire)
 
 
 _PART_HEAD = (

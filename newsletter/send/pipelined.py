@@ -348,7 +348,7 @@ class PipelinedSmtpSender(PooledSender[_Connection]):
                     await conn.reply()
                 await self._refused(conn, code, text, stage)
             stage = "data"
-            await conn.write(dot_stuffed(envelope.data))
+            await conn.write(envelope.wire or dot_stuffed(envelope.data))
             code, text = await conn.reply()
         except _Lost as exc:
             conn.close()
