@@ -25,7 +25,7 @@ from newsletter.send.message import (
     quoted_printable,
 )
 from newsletter.send.pipelined import PipelinedSmtpSender, dot_stuffed
-from newsletter.send.senders import SmtpConfig
+from newsletter.send.senders import SmtpConfig, SmtpSender
 from newsletter.sources import localfile
 from newsletter.store import ClaimedDelivery, SubscriberRecord
 from tests.conftest import SAMPLE_DATA
@@ -335,7 +335,8 @@ def test_a_connection_dropped_at_data_is_transient_not_retried_at_once(
     assert handler.total == 0
 
 
-def test_the_setting_selects_the_pipelined_sender(
+def test_the_setting_selects_the_sender_and_pipelining_is_the_default(
     make_newsletter: Callable[..., Newsletter],
 ) -> None:
-    assert isinstance(make_newsletter(smtp_client="pipelined").smtp_sender(), PipelinedSmtpSender)
+    assert isinstance(make_newsletter().smtp_sender(), PipelinedSmtpSender)
+    assert isinstance(make_newsletter(smtp_client="aiosmtplib").smtp_sender(), SmtpSender)
