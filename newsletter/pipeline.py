@@ -181,29 +181,29 @@ class Newsletter:
         if not dry_run:
             report.superseded = self.store.supersede_older(day)
             self.store.start_run(day, len(daily))
-        for batch in self.store.active_subscribers(s.batch_size):
+        for batch in self.store.plan_candidates(day, s.batch_size):
             due = [
-                sub
-                for sub in batch
-                if sub.frequency != "weekly" or weekly_due(day, sub.weekday, s.weekly_weekday)
+                c
+                for c in batch
+                if c.subscriber.frequency != "weekly"
+                or weekly_due(day, c.subscriber.weekday, s.weekly_weekday)
             ]
-            if weekly is None and any(sub.frequency == "weekly" for sub in due):
+            report.already_planned += sum(c.planned for c in due)
+            todo = [c for c in due if not c.planned]
+            if weekly is None and any(c.subscriber.frequency == "weekly" for c in todo):
                 weekly = self.week_papers(day)
                 choose_weekly = Selector(weekly, self.taxonomy, s.max_papers)
-            done = self.store.planned_subscribers(day, [sub.id for sub in due])
-            report.already_planned += len(done)
-            todo = [sub for sub in due if sub.id not in done]
             candidates = {p.id for p in [*daily, *(weekly or [])]}
-            sent = self.store.already_sent([sub.id for sub in todo], list(candidates))
-            suppressed = self.store.suppressed([sub.email for sub in todo])
+            sent = self.store.already_sent([c.subscriber.id for c in todo], list(candidates))
             planned = []
-            for subscriber in todo:
+            for candidate in todo:
+                subscriber = candidate.subscriber
                 choose = (
                     choose_weekly
                     if subscriber.frequency == "weekly" and choose_weekly
                     else choose_daily
                 )
-                if subscriber.email in suppressed:
+                if candidate.suppressed:
                     selection = Selection((), SkipReason.SUPPRESSED)
                 else:
                     selection = choose(interests_of(subscriber), sent.get(subscriber.id, ()))

@@ -14,13 +14,17 @@ from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import (
+    ARRAY,
     Connection,
     CursorResult,
     DateTime,
     Engine,
+    Integer,
     Result,
+    String,
     Table,
     and_,
+    any_,
     bindparam,
     delete,
     func,
@@ -32,7 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from newsletter.errors import NewsletterError
 from newsletter.papers import Paper
@@ -93,6 +97,15 @@ class ClaimedDelivery:
     paper_ids: list[str]
     attempts: int
     subscriber: SubscriberRecord
+
+
+@dataclass(frozen=True)
+class PlanCandidate:
+    """An active subscriber as the planner sees them for one day."""
+
+    subscriber: SubscriberRecord
+    planned: bool  # a delivery for the day exists already (a re-run, a racing planner)
+    suppressed: bool  # the address is on the suppression list
 
 
 @dataclass
@@ -198,15 +211,38 @@ def _claim_statement(skip_locked: bool) -> Any:
 
 
 _CLAIM = {"sqlite": _claim_statement(False), "postgresql": _claim_statement(True)}
-_CLAIMED_ROWS = (
+_CLAIMED_COLUMNS = (
+    _DELIVERIES.c.digest_date,
+    _DELIVERIES.c.message_id,
+    _DELIVERIES.c.paper_ids,
+    _DELIVERIES.c.attempts,
+)
+# PostgreSQL claims and reads the claimed rows with their subscribers in one round trip (the
+# UPDATE as a CTE); SQLite cannot put an UPDATE in a WITH, so it reads them by id afterwards.
+_CLAIMED = _claim_statement(True).returning(_DELIVERIES.c.subscriber_id, *_CLAIMED_COLUMNS).cte()
+_CLAIM_AND_READ = (
     select(
-        _DELIVERIES.c.id.label("delivery_id"),
-        _DELIVERIES.c.digest_date,
-        _DELIVERIES.c.message_id,
-        _DELIVERIES.c.paper_ids,
-        _DELIVERIES.c.attempts,
+        _CLAIMED.c.id.label("delivery_id"),
+        *(_CLAIMED.c[column.name] for column in _CLAIMED_COLUMNS),
         *_SUBSCRIBER_COLUMNS,
     )
+    .join(SubscriberRow, SubscriberRow.id == _CLAIMED.c.subscriber_id)
+    .order_by(_CLAIMED.c.id)
+)
+_SENT = SentPaperRow.__table__.c
+# PostgreSQL takes the id lists as two array parameters; SQLite as a list of placeholders.
+_ALREADY_SENT = {
+    "sqlite": select(_SENT.subscriber_id, _SENT.paper_id).where(
+        _SENT.subscriber_id.in_(bindparam("subscribers", expanding=True)),
+        _SENT.paper_id.in_(bindparam("papers", expanding=True)),
+    ),
+    "postgresql": select(_SENT.subscriber_id, _SENT.paper_id).where(
+        _SENT.subscriber_id == any_(bindparam("subscribers", type_=ARRAY(Integer))),
+        _SENT.paper_id == any_(bindparam("papers", type_=ARRAY(String))),
+    ),
+}
+_CLAIMED_ROWS = (
+    select(_DELIVERIES.c.id.label("delivery_id"), *_CLAIMED_COLUMNS, *_SUBSCRIBER_COLUMNS)
     .join(SubscriberRow, SubscriberRow.id == _DELIVERIES.c.subscriber_id)
     .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(_DELIVERIES.c.id)
@@ -427,24 +463,37 @@ class Store:
             s.execute(delete(SubscriberRow).where(SubscriberRow.id == sub_id))
             return True
 
-    def active_subscribers(self, batch_size: int) -> Iterator[list[SubscriberRecord]]:
-        """Active subscribers in id order, a batch at a time (keyset pages: memory stays flat)."""
+    def plan_candidates(self, day: date, batch_size: int) -> Iterator[list[PlanCandidate]]:
+        """Active subscribers in id order, a batch at a time, each with whether `day` is planned
+        for them already and whether their address is suppressed: one indexed query a batch
+        rather than three queries with thousands of parameters each."""
+        planned = aliased(DeliveryRow)
+        query = (
+            select(
+                *_SUBSCRIBER_COLUMNS,
+                planned.id.is_not(None).label("is_planned"),
+                SuppressionRow.email.is_not(None).label("is_suppressed"),
+            )
+            .outerjoin(
+                planned,
+                and_(planned.subscriber_id == SubscriberRow.id, planned.digest_date == day),
+            )
+            .outerjoin(SuppressionRow, SuppressionRow.email == SubscriberRow.email)
+            .where(SubscriberRow.status == SubscriberStatus.ACTIVE)
+            .order_by(SubscriberRow.id)
+            .limit(batch_size)
+        )
         last_id = 0
         while True:
-            with self.session() as s:
-                rows = s.execute(
-                    select(*_SUBSCRIBER_COLUMNS)
-                    .where(
-                        SubscriberRow.status == SubscriberStatus.ACTIVE, SubscriberRow.id > last_id
-                    )
-                    .order_by(SubscriberRow.id)
-                    .limit(batch_size)
-                ).all()
-                batch = [_subscriber(r) for r in rows]
-            if not batch:
+            with self.connection() as c:
+                rows = c.execute(query.where(SubscriberRow.id > last_id)).all()
+            if not rows:
                 return
-            yield batch
-            last_id = batch[-1].id
+            yield [
+                PlanCandidate(_subscriber(row), bool(row.is_planned), bool(row.is_suppressed))
+                for row in rows
+            ]
+            last_id = rows[-1].id
 
     # -- subscriptions from the web --------------------------------------------------------
 
@@ -637,17 +686,6 @@ class Store:
                 is not None
             )
 
-    def planned_subscribers(self, day: date, subscriber_ids: Sequence[int]) -> set[int]:
-        with self.session() as s:
-            return set(
-                s.scalars(
-                    select(DeliveryRow.subscriber_id).where(
-                        DeliveryRow.digest_date == day,
-                        DeliveryRow.subscriber_id.in_(subscriber_ids),
-                    )
-                )
-            )
-
     def already_sent(
         self, subscriber_ids: Sequence[int], paper_ids: Sequence[str]
     ) -> dict[int, set[str]]:
@@ -656,12 +694,10 @@ class Store:
         sent: dict[int, set[str]] = {}
         if not subscriber_ids or not paper_ids:
             return sent
-        with self.session() as s:
-            rows = s.execute(
-                select(SentPaperRow.subscriber_id, SentPaperRow.paper_id).where(
-                    SentPaperRow.subscriber_id.in_(subscriber_ids),
-                    SentPaperRow.paper_id.in_(paper_ids),
-                )
+        with self.connection() as c:
+            rows = c.execute(
+                _ALREADY_SENT[self.dialect],
+                {"subscribers": list(subscriber_ids), "papers": list(paper_ids)},
             )
             for subscriber_id, paper_id in rows:
                 sent.setdefault(subscriber_id, set()).add(paper_id)
@@ -805,30 +841,28 @@ class Store:
         lets many senders claim at once.
         """
         now = utcnow()
+        claim = {
+            "now": now,
+            "limit": limit,
+            "lease_until": now + timedelta(seconds=lease_seconds),
+        }
         with self.connection() as c:
-            ids = list(
-                c.execute(
-                    _CLAIM[self.dialect],
-                    {
-                        "now": now,
-                        "limit": limit,
-                        "lease_until": now + timedelta(seconds=lease_seconds),
-                    },
-                ).scalars()
+            if self.dialect == "postgresql":
+                rows = c.execute(_CLAIM_AND_READ, claim).all()
+            else:
+                ids = list(c.execute(_CLAIM["sqlite"], claim).scalars())
+                rows = c.execute(_CLAIMED_ROWS, {"ids": ids}).all() if ids else []
+        return [
+            ClaimedDelivery(
+                id=row.delivery_id,
+                digest_date=row.digest_date,
+                message_id=row.message_id,
+                paper_ids=list(row.paper_ids),
+                attempts=row.attempts,
+                subscriber=_subscriber(row),
             )
-            if not ids:
-                return []
-            return [
-                ClaimedDelivery(
-                    id=row.delivery_id,
-                    digest_date=row.digest_date,
-                    message_id=row.message_id,
-                    paper_ids=list(row.paper_ids),
-                    attempts=row.attempts,
-                    subscriber=_subscriber(row),
-                )
-                for row in c.execute(_CLAIMED_ROWS, {"ids": ids})
-            ]
+            for row in rows
+        ]
 
     def suppressed(self, emails: Iterable[str]) -> set[str]:
         with self.session() as s:
