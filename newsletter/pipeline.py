@@ -306,6 +306,7 @@ class Newsletter:
             subject = rendered.subject
             text_qp, html_qp = quoted_printable(rendered.text), quoted_printable(rendered.html)
             text_wire = html_wire = None
+            unsubscribe_url = self.links.unsubscribe(subscriber.id)
         else:
             encoded = shared.encoded
             if not isinstance(encoded, EncodedDigest):
@@ -313,6 +314,8 @@ class Newsletter:
                     shared.text, shared.html, shared.tokens.values()
                 )
             html_values, text_values = cached.personal(subscriber.id, subscriber.email, day)
+            # The List-Unsubscribe header carries the link the footer has (signed once).
+            unsubscribe_url = text_values[cached.tokens["unsubscribe_url"]]
             subject = shared.subject
             (text_qp, text_wire), (html_qp, html_wire) = (
                 encoded.text.encode(text_values),
@@ -327,7 +330,7 @@ class Newsletter:
             message_id=delivery.message_id,
             list_id=self.settings.list_id,
             list_name=self.settings.newsletter_name,
-            unsubscribe_url=self.links.unsubscribe(subscriber.id),
+            unsubscribe_url=unsubscribe_url,
             text_qp=text_qp,
             html_qp=html_qp,
             text_wire=text_wire,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import binascii
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -231,6 +232,16 @@ def build_message(
     )
 
 
+def _date_now() -> str:
+    """The Date header for now; formatted once a second, not once a message."""
+    return _date_at(int(time.time()))
+
+
+@lru_cache(maxsize=2)
+def _date_at(second: int) -> str:
+    return format_datetime(datetime.fromtimestamp(second, UTC))
+
+
 def build_message_from(
     *,
     from_address: str,
@@ -254,7 +265,7 @@ def build_message_from(
     headers = [
         ("From", sender),
         ("To", recipient),
-        ("Date", format_datetime(date or datetime.now(UTC))),
+        ("Date", format_datetime(date) if date else _date_now()),
         ("Subject", encode_header_text(subject)),
         ("Message-ID", one_line(message_id)),
         ("List-Id", f"{encode_header_text(list_name, 'List-Id')} <{one_line(list_id)}>"),
