@@ -719,7 +719,7 @@ class Store:
         return sent
 
     def add_deliveries(self, day: date, planned: Sequence[PlannedDelivery]) -> set[int]:
-        """Insert the outbox rows and their sent-paper reservations in one transaction; return
+        """Insert the outbox rows and the sent log of their papers in one transaction; return
         the subscribers whose row this call created.
 
         A row that already exists (another planner, a re-run) is left alone, and so are its
@@ -727,21 +727,12 @@ class Store:
         """
         if not planned:
             return set()
-        by_subscriber = {p.subscriber_id: p for p in planned}
-        insert_rows = (
-            self._insert_deliveries_json
-            if self.dialect == "postgresql"
-            else self._insert_deliveries_many
-        )
         with self.session() as s:
-            inserted = insert_rows(s, day, utcnow(), planned)
-            reservations = [
-                (sub_id, paper_id, delivery_id)
-                for delivery_id, sub_id in inserted
-                if by_subscriber[sub_id].status == DeliveryStatus.QUEUED
-                for paper_id in by_subscriber[sub_id].paper_ids
-            ]
-            self._reserve(s, reservations)
+            if self.dialect == "postgresql":
+                inserted = self._insert_deliveries_json(s, day, utcnow(), planned)
+            else:
+                inserted = self._insert_deliveries_many(s, day, utcnow(), planned)
+                self._reserve_papers(s, [delivery_id for delivery_id, _ in inserted])
             return {sub_id for _, sub_id in inserted}
 
     def _insert_deliveries_many(
@@ -791,44 +782,45 @@ class Store:
             ]
             for p in planned
         ]
+        # The sent log is written in the same statement, from the rows just inserted: the
+        # server expands each paper list, so no per-paper row is built or sent from here.
         result = s.execute(
             text(
+                "WITH inserted AS ("
                 "INSERT INTO deliveries (subscriber_id, digest_date, status, reason, message_id, "
                 "paper_ids, next_attempt_at, attempts, created_at, updated_at) "
                 "SELECT (r->>0)::integer, :day, r->>1, r->>2, r->>3, r->4, "
                 "(r->>5)::timestamp, 0, :now, :now "
                 "FROM json_array_elements(CAST(:rows AS json)) AS r "
                 "ON CONFLICT (subscriber_id, digest_date) DO NOTHING "
-                "RETURNING id, subscriber_id"
+                "RETURNING id, subscriber_id, status, paper_ids"
+                "), reserved AS ("
+                "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) "
+                "SELECT i.subscriber_id, p.paper_id, i.id FROM inserted AS i "
+                "CROSS JOIN LATERAL json_array_elements_text(i.paper_ids) AS p(paper_id) "
+                "WHERE i.status = :queued ON CONFLICT DO NOTHING"
+                ") SELECT id, subscriber_id FROM inserted"
             ),
-            {"day": day, "now": now, "rows": json.dumps(rows)},
+            {"day": day, "now": now, "rows": json.dumps(rows), "queued": DeliveryStatus.QUEUED},
         ).all()
         return [(row[0], row[1]) for row in result]
 
-    def _reserve(self, s: Session, reservations: list[tuple[int, str, int]]) -> None:
-        """Write sent-log rows (subscriber, paper, delivery), skipping ones already there (a
-        racing planner's). Ten rows a digest make this the planner's largest write, so it goes
-        straight to the driver: SQLAlchemy's per-row parameter handling cost more than SQLite's
-        inserts."""
-        if not reservations:
+    @staticmethod
+    def _reserve_papers(s: Session, delivery_ids: list[int]) -> None:
+        """SQLite: write the sent log of the queued deliveries just inserted, expanding their
+        paper lists in the database (json_each), skipping rows already there (a racing
+        planner's). Building ten parameter rows a digest here cost more than the inserts."""
+        if not delivery_ids:
             return
-        if self.dialect == "postgresql":
-            # The rows travel as one JSON text: psycopg turns a list of strings into a text[]
-            # literal in Python, escaping each element, which cost more than the INSERT.
-            s.execute(
-                text(
-                    "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) "
-                    "SELECT (r->>0)::integer, r->>1, (r->>2)::integer "
-                    "FROM json_array_elements(CAST(:rows AS json)) AS r "
-                    "ON CONFLICT DO NOTHING"
-                ),
-                {"rows": json.dumps(reservations)},
-            )
-            return
-        s.connection().exec_driver_sql(
-            "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) VALUES (?, ?, ?) "
-            "ON CONFLICT (subscriber_id, paper_id) DO NOTHING",
-            reservations,
+        s.execute(
+            text(
+                "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) "
+                "SELECT d.subscriber_id, p.value, d.id FROM deliveries AS d, "
+                "json_each(d.paper_ids) AS p "
+                "WHERE d.id IN (SELECT value FROM json_each(:ids)) AND d.status = :queued "
+                "ON CONFLICT (subscriber_id, paper_id) DO NOTHING"
+            ),
+            {"ids": json.dumps(delivery_ids), "queued": DeliveryStatus.QUEUED},
         )
 
     def supersede_older(self, day: date) -> int:
