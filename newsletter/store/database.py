@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
 
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Result,
     String,
     Table,
+    Text,
     and_,
     any_,
     bindparam,
@@ -34,6 +36,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import cast as cast_sql
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, sessionmaker
@@ -123,8 +126,8 @@ def _subscriber(row: Any) -> SubscriberRecord:
         id=row.id,
         email=row.email,
         status=row.status,
-        topics=tuple(row.topics or ()),
-        keywords=tuple(row.keywords or ()),
+        topics=_strings(row.topics),
+        keywords=_strings(row.keywords),
         created_at=row.created_at,
         bounce_count=row.bounce_count,
         frequency=row.frequency,
@@ -134,6 +137,25 @@ def _subscriber(row: Any) -> SubscriberRecord:
     )
 
 
+def _strings(value: list[str] | str | None) -> tuple[str, ...]:
+    """A JSON list of strings as a tuple: decoded already (ORM rows), or its JSON text."""
+    if isinstance(value, str):
+        return _decoded_strings(value)
+    return tuple(value or ())
+
+
+@lru_cache(maxsize=4096)
+def _decoded_strings(text: str) -> tuple[str, ...]:
+    """Memoised: thousands of subscribers share a few interest lists, and digests a few paper
+    lists, so each distinct JSON text is decoded once."""
+    return tuple(json.loads(text) or ())
+
+
+def _json_text(column: Any) -> Any:
+    """A JSON column read as its text, for _strings to decode (once per distinct text)."""
+    return cast_sql(column, Text).label(column.key)
+
+
 # The columns a SubscriberRecord is made of. Queries that read subscribers by the thousand
 # (planning, claims) select these rather than ORM objects, which cost more to build than the
 # query takes to run.
@@ -141,8 +163,8 @@ _SUBSCRIBER_COLUMNS = (
     SubscriberRow.id,
     SubscriberRow.email,
     SubscriberRow.status,
-    SubscriberRow.topics,
-    SubscriberRow.keywords,
+    _json_text(SubscriberRow.topics),
+    _json_text(SubscriberRow.keywords),
     SubscriberRow.created_at,
     SubscriberRow.bounce_count,
     SubscriberRow.frequency,
@@ -217,13 +239,20 @@ _CLAIMED_COLUMNS = (
     _DELIVERIES.c.paper_ids,
     _DELIVERIES.c.attempts,
 )
+
+
+def _read(column: Any) -> Any:
+    """How a claimed delivery's column is read: the paper list as JSON text (see _strings)."""
+    return _json_text(column) if column.key == "paper_ids" else column
+
+
 # PostgreSQL claims and reads the claimed rows with their subscribers in one round trip (the
 # UPDATE as a CTE); SQLite cannot put an UPDATE in a WITH, so it reads them by id afterwards.
 _CLAIMED = _claim_statement(True).returning(_DELIVERIES.c.subscriber_id, *_CLAIMED_COLUMNS).cte()
 _CLAIM_AND_READ = (
     select(
         _CLAIMED.c.id.label("delivery_id"),
-        *(_CLAIMED.c[column.name] for column in _CLAIMED_COLUMNS),
+        *(_read(_CLAIMED.c[column.name]) for column in _CLAIMED_COLUMNS),
         *_SUBSCRIBER_COLUMNS,
     )
     .join(SubscriberRow, SubscriberRow.id == _CLAIMED.c.subscriber_id)
@@ -242,7 +271,11 @@ _ALREADY_SENT = {
     ),
 }
 _CLAIMED_ROWS = (
-    select(_DELIVERIES.c.id.label("delivery_id"), *_CLAIMED_COLUMNS, *_SUBSCRIBER_COLUMNS)
+    select(
+        _DELIVERIES.c.id.label("delivery_id"),
+        *(_read(column) for column in _CLAIMED_COLUMNS),
+        *_SUBSCRIBER_COLUMNS,
+    )
     .join(SubscriberRow, SubscriberRow.id == _DELIVERIES.c.subscriber_id)
     .where(_DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
     .order_by(_DELIVERIES.c.id)
@@ -865,7 +898,7 @@ class Store:
                 id=row.delivery_id,
                 digest_date=row.digest_date,
                 message_id=row.message_id,
-                paper_ids=list(row.paper_ids),
+                paper_ids=list(_strings(row.paper_ids)),
                 attempts=row.attempts,
                 subscriber=_subscriber(row),
             )
