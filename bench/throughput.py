@@ -214,7 +214,6 @@ def settings_for(url: str, port: int, client: str, processes: int) -> Any:
         smtp_connections=CONNECTIONS,
         smtp_messages_per_connection=100_000,
         smtp_client=client,
-        batch_size=2000,
         send_processes=processes,
     )
 

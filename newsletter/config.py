@@ -146,7 +146,12 @@ class Settings(BaseSettings):
         None, description="Folder of mail and page templates; defaults to templates/."
     )
     max_papers: int = Field(10, ge=1, le=50, description="Most papers in one digest.")
-    batch_size: int = Field(500, ge=1, description="Deliveries planned or claimed per batch.")
+    batch_size: int = Field(
+        2000,
+        ge=1,
+        description="Subscribers planned, or deliveries claimed, per batch (claims shrink to what "
+        "the relay sends in half a lease).",
+    )
     lease_seconds: int = Field(
         300,
         ge=5,
