@@ -22,15 +22,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import random
-import resource
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -106,6 +107,41 @@ def vm_hwm_mb(pid: int) -> float:
     return 0.0
 
 
+def reset_peak_rss() -> None:
+    """Forget the peak so far (creating the data set), so the figure is the send path's own
+    (Linux: writing 5 to clear_refs resets VmHWM)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+class HelperPeaks(threading.Thread):
+    """Watches this process's children (the send's helper processes) and keeps the largest
+    peak RSS seen: a helper's VmHWM is gone once it exits, so it is read while it runs."""
+
+    def __init__(self, ignore: set[int]) -> None:
+        super().__init__(daemon=True)
+        self.ignore = ignore
+        self.peak = 0.0
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        me = str(os.getpid())
+        while not self._stop_event.wait(0.2):
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                pid = int(stat.parent.name)
+                if fields[1] == me and pid not in self.ignore:
+                    self.peak = max(self.peak, vm_hwm_mb(pid))
+
+    def stop(self) -> float:
+        self._stop_event.set()
+        self.join()
+        return self.peak
+
+
 def ceiling(sink: Sink, size: int, sessions: int, messages: int) -> float:
     """smtp-source's messages per second: same size, same connections, sessions reused (-d)."""
     cmd = [
@@ -177,19 +213,22 @@ def populate(url: str, n: int, history_days: int) -> dict[str, Any]:
     first_id = first.id
     history_rows = 0
     if history_days:
-        today_ids = [p.id for p in papers]
+        from newsletter.digest import rank
+
+        today_ids = [p.id for p in rank(papers)]
 
         def history() -> Iterator[tuple[int, list[str]]]:
             for i in range(n):
                 # Two past papers a day (ids that are not in today's list), and for one
-                # subscriber in five one of today's papers too, so the diff removes something.
+                # subscriber in five one of the day's three top papers, which trended the day
+                # before too: the diff has something to remove.
                 past = [
                     f"24{d % 1000:03d}.{(i * 7 + j) % 100000:05d}"
                     for d in range(history_days)
                     for j in (0, 1)
                 ]
                 if i % 5 == 0:
-                    past.append(today_ids[i % len(today_ids)])
+                    past.append(today_ids[i % 3])
                 yield first_id + i, list(dict.fromkeys(past))
 
         history_rows = store.bulk_add_history(DAY - timedelta(days=1), history())
@@ -294,9 +333,13 @@ def measure(
             return envelope
 
         app.compose = measured  # type: ignore[method-assign]
+        reset_peak_rss()
+        helpers = HelperPeaks({sink.proc.pid})
+        helpers.start()
         started = time.monotonic()
         report = asyncio.run(app.send(DAY, now=True))
         run.wall = time.monotonic() - started
+        helper_peak = helpers.stop()
         cache = app.cached_renderer
         app.close()
         run.sent = report.drain.sent
@@ -312,8 +355,7 @@ def measure(
             run.notes.append(f"stopped={report.drain.stopped} failed={dict(report.drain.failed)}")
         run.rss = {
             "bench": vm_hwm_mb(os.getpid()),
-            # ru_maxrss of children: the largest helper process that has ended (KB on Linux).
-            "helper": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+            "helper": helper_peak,
             "smtp-sink": sink.peak_rss_mb(),
         }
         rates = [
@@ -339,7 +381,8 @@ def show(run: Run) -> None:
         f"    stages: plan {run.plan:6.1f}s  render {run.render:6.1f}s  build {run.build:6.1f}s  "
         f"deliver {deliver:6.1f}s  (wall {run.wall:.1f}s, sending {run.drain:.1f}s of it, "
         f"overlapping the plan; render/build/deliver are process-seconds)\n"
-        f"    peak RSS MB: bench {run.rss.get('bench', 0):.0f} (plans and sends), "
+        f"    peak RSS MB: bench {run.rss.get('bench', 0):.0f} (plans and sends; the data set's "
+        f"creation not counted), "
         f"largest helper {run.rss.get('helper', 0):.0f}, smtp-sink "
         f"{run.rss.get('smtp-sink', 0):.0f}   distinct digests rendered {run.distinct} "
         f"(cache hits {run.hits}, in the planning process)"
@@ -364,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--history-subscribers",
         type=int,
-        default=10_000,
+        default=20_000,
         help="N for the 365-days-vs-none comparison (365 days x 2 papers each is 730 rows a "
         "subscriber)",
     )

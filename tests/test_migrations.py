@@ -7,9 +7,23 @@ from datetime import date, datetime
 from sqlalchemy import inspect, text
 
 from newsletter.store import Store
+from newsletter.store.database import MIGRATIONS
 
 
-def test_0004_drops_the_sent_logs_foreign_keys_and_keeps_its_rows(database_url: str) -> None:
+def downgrade(store: Store, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def test_0004_keys_the_sent_log_by_paper_without_foreign_keys_and_keeps_its_rows(
+    database_url: str,
+) -> None:
     store = Store(database_url)
     try:
         store.upgrade("0003")
@@ -43,11 +57,15 @@ def test_0004_drops_the_sent_logs_foreign_keys_and_keeps_its_rows(database_url: 
 
         assert inspect(store.engine).get_foreign_keys("sent_papers") == []
         primary_key = inspect(store.engine).get_pk_constraint("sent_papers")
-        assert primary_key["constrained_columns"] == ["subscriber_id", "paper_id"]
+        assert primary_key["constrained_columns"] == ["paper_id", "subscriber_id"]
         assert "ix_sent_papers_delivery_id" in {
             index["name"] for index in inspect(store.engine).get_indexes("sent_papers")
         }
         assert store.already_sent([1], ["2602.00001", "2602.00002"]) == {1: {"2602.00001"}}
+        downgrade(store, "0003")
+        assert len(inspect(store.engine).get_foreign_keys("sent_papers")) == 2
+        assert store.already_sent([1], ["2602.00001"]) == {1: {"2602.00001"}}
+        store.upgrade()
         # Deleting a subscriber still takes their sent log with them, now without a cascade.
         assert store.delete_subscriber("ada@example.org")
         with store.engine.connect() as conn:

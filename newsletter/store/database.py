@@ -20,7 +20,6 @@ from sqlalchemy import (
     CursorResult,
     DateTime,
     Engine,
-    Integer,
     Result,
     String,
     Table,
@@ -259,15 +258,16 @@ _CLAIM_AND_READ = (
     .order_by(_CLAIMED.c.id)
 )
 _SENT = SentPaperRow.__table__.c
-# PostgreSQL takes the id lists as two array parameters; SQLite as a list of placeholders.
+# For each of the papers, a range scan over the batch's subscriber ids in the sent log's key
+# (paper, subscriber): it finds only the pairs that exist, however long the history.
 _ALREADY_SENT = {
     "sqlite": select(_SENT.subscriber_id, _SENT.paper_id).where(
-        _SENT.subscriber_id.in_(bindparam("subscribers", expanding=True)),
         _SENT.paper_id.in_(bindparam("papers", expanding=True)),
+        _SENT.subscriber_id.between(bindparam("first"), bindparam("last")),
     ),
     "postgresql": select(_SENT.subscriber_id, _SENT.paper_id).where(
-        _SENT.subscriber_id == any_(bindparam("subscribers", type_=ARRAY(Integer))),
         _SENT.paper_id == any_(bindparam("papers", type_=ARRAY(String))),
+        _SENT.subscriber_id.between(bindparam("first"), bindparam("last")),
     ),
 }
 _CLAIMED_ROWS = (
@@ -506,7 +506,14 @@ class Store:
             sub_id = s.scalar(select(SubscriberRow.id).where(SubscriberRow.email == email))
             if sub_id is None:
                 return False
-            s.execute(delete(SentPaperRow).where(SentPaperRow.subscriber_id == sub_id))
+            # By delivery: the sent log is keyed by paper, and indexed by delivery.
+            s.execute(
+                delete(SentPaperRow).where(
+                    SentPaperRow.delivery_id.in_(
+                        select(DeliveryRow.id).where(DeliveryRow.subscriber_id == sub_id)
+                    )
+                )
+            )
             s.execute(delete(DeliveryRow).where(DeliveryRow.subscriber_id == sub_id))
             s.execute(delete(SubscriberRow).where(SubscriberRow.id == sub_id))
             return True
@@ -737,18 +744,20 @@ class Store:
     def already_sent(
         self, subscriber_ids: Sequence[int], paper_ids: Sequence[str]
     ) -> dict[int, set[str]]:
-        """Which of `paper_ids` each subscriber already got: an index lookup per pair, so the
-        cost does not grow with the length of their history."""
+        """Which of `paper_ids` each subscriber already got: one range scan per paper over the
+        subscribers' ids (see _ALREADY_SENT), so the cost does not grow with their history."""
         sent: dict[int, set[str]] = {}
         if not subscriber_ids or not paper_ids:
             return sent
+        wanted = set(subscriber_ids)
         with self.connection() as c:
             rows = c.execute(
                 _ALREADY_SENT[self.dialect],
-                {"subscribers": list(subscriber_ids), "papers": list(paper_ids)},
+                {"papers": list(paper_ids), "first": min(wanted), "last": max(wanted)},
             )
             for subscriber_id, paper_id in rows:
-                sent.setdefault(subscriber_id, set()).add(paper_id)
+                if subscriber_id in wanted:  # the id range may hold others
+                    sent.setdefault(subscriber_id, set()).add(paper_id)
         return sent
 
     def add_deliveries(self, day: date, planned: Sequence[PlannedDelivery]) -> set[int]:
@@ -851,7 +860,7 @@ class Store:
                 "SELECT d.subscriber_id, p.value, d.id FROM deliveries AS d, "
                 "json_each(d.paper_ids) AS p "
                 "WHERE d.id IN (SELECT value FROM json_each(:ids)) AND d.status = :queued "
-                "ON CONFLICT (subscriber_id, paper_id) DO NOTHING"
+                "ON CONFLICT (paper_id, subscriber_id) DO NOTHING"
             ),
             {"ids": json.dumps(delivery_ids), "queued": DeliveryStatus.QUEUED},
         )
