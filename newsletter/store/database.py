@@ -299,6 +299,7 @@ class Store:
         self.url = url
         self.engine = engine or make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._autocommit_engine: Engine | None = None  # see single_statement
 
     @property
     def dialect(self) -> str:
@@ -306,6 +307,8 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+        if self._autocommit_engine is not None:
+            self._autocommit_engine.dispose()
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -328,10 +331,13 @@ class Store:
             with self.connection() as connection:
                 yield connection
             return
-        with (
-            translated_errors(self.url),
-            self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection,
-        ):
+        if self._autocommit_engine is None:
+            # Its own pool, without the ping before each use (another round trip): the
+            # sender retries a statement that meets a dead connection (DeliveryLoop._retrying).
+            self._autocommit_engine = make_engine(self.url, pre_ping=False).execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+        with translated_errors(self.url), self._autocommit_engine.connect() as connection:
             yield connection
 
     def _insert(self, table: Any) -> Any:
