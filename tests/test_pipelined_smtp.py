@@ -56,6 +56,13 @@ async def run(script: Script, sends: int, *, timeout: float = 5) -> list[BaseExc
     return results
 
 
+async def greet(reader: asyncio.StreamReader, say: Say) -> None:
+    """The relay's side of the greeting and EHLO, offering PIPELINING."""
+    await say(b"220 relay ready\r\n")
+    await reader.readline()
+    await say(EHLO)
+
+
 async def read_message(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n.\r\n")
 
@@ -86,9 +93,7 @@ def test_a_421_fails_the_message_as_transient_and_the_connection_is_not_reused()
 
     async def script(reader: asyncio.StreamReader, say: Say) -> None:
         sessions.append(1)
-        await say(b"220 relay ready\r\n")
-        await reader.readline()
-        await say(EHLO)
+        await greet(reader, say)
         while (await reader.readline()).startswith(b"MAIL"):
             await reader.readline()
             await reader.readline()
@@ -126,9 +131,7 @@ def test_a_connection_lost_before_data_is_retried_once_on_a_fresh_one(cut: bytes
 
     async def script(reader: asyncio.StreamReader, say: Say) -> None:
         sessions.append(1)
-        await say(b"220 relay ready\r\n")
-        await reader.readline()
-        await say(EHLO)
+        await greet(reader, say)
         first = True
         while (await reader.readline()).startswith(b"MAIL"):
             await reader.readline()
