@@ -1,20 +1,21 @@
 """Throughput of the real send path into Postfix's smtp-sink, against smtp-source's ceiling.
 
     python -m bench.throughput [--subscribers N] [--database sqlite|postgresql|both]
-                               [--history-days D] [--processes K]
+                               [--history-days D] [--processes K] [--repeat R]
 
 Creates N subscribers with varied interests (topics from config/topics.toml, keywords, top
 papers) and D days of past deliveries, stores a day's list (the bundled sample days as one list),
 then runs the production `Newsletter.send` with send_processes=K: this process plans (select,
 diff, write the outbox) while K-1 helper processes already send what is planned (claim,
 render, build MIME, SMTP, record), then it sends too, into smtp-sink on a free loopback port.
-In the same run smtp-source sends the same number of bytes per message over the same number of
-connections into the same sink: that is the ceiling.
+After each send, smtp-source sends the same number of bytes per message over the same number of
+connections into the same sink: that is the ceiling. Each configuration is sent R times (the
+day's outbox forgotten in between) and the figures are the medians.
 
-Printed per run: digests/s end to end (wall time of the whole send), the ratio to the
-ceiling, seconds per stage (plan; render and build are CPU seconds inside compose, summed over
-processes; deliver is the rest of the sending time: SMTP, database claims and records, the
-loop), and peak RSS. Then the history effect (365 days vs none) and, on PostgreSQL, 1 vs K
+Printed per configuration: digests/s end to end (wall time of the whole send), the ratio to
+the ceiling, seconds per stage (plan; render and build are CPU seconds inside compose, summed
+over processes; deliver is the rest of the sending time: SMTP, database claims and records,
+the loop), and peak RSS. Then the history effect (365 days vs none) and, on PostgreSQL, 1 vs K
 processes.
 """
 
@@ -258,25 +259,16 @@ def settings_for(url: str, port: int, client: str, processes: int) -> Any:
 
 
 @dataclass
-class Run:
-    label: str
-    n: int
-    database: str
-    history_days: int
-    processes: int
-    sent: int = 0
-    wall: float = 0.0
-    plan: float = 0.0
-    drain: float = 0.0
-    render: float = 0.0
-    build: float = 0.0
-    size: int = 0
-    ceiling: float = 0.0
-    rss: dict[str, float] = field(default_factory=dict)
-    history_rows: int = 0
-    distinct: int = 0
-    hits: int = 0
-    notes: list[str] = field(default_factory=list)
+class Sample:
+    """One send of the whole day, and the ceiling measured right after it."""
+
+    sent: int
+    wall: float
+    plan: float
+    drain: float
+    render: float
+    build: float
+    ceiling: float
 
     @property
     def rate(self) -> float:
@@ -285,6 +277,37 @@ class Run:
     @property
     def drain_rate(self) -> float:
         return self.sent / self.drain if self.drain else 0.0
+
+    @property
+    def ratio(self) -> float:
+        return self.rate / self.ceiling if self.ceiling else 0.0
+
+
+@dataclass
+class Run:
+    label: str
+    n: int
+    database: str
+    history_days: int
+    processes: int
+    samples: list[Sample] = field(default_factory=list)
+    size: int = 0
+    rss: dict[str, float] = field(default_factory=dict)
+    history_rows: int = 0
+    distinct: int = 0
+    hits: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def median(self, name: str) -> float:
+        return statistics.median(getattr(sample, name) for sample in self.samples)
+
+    @property
+    def rate(self) -> float:
+        return self.median("rate")
+
+    @property
+    def drain_rate(self) -> float:
+        return self.median("drain_rate")
 
 
 def sqlite_url(folder: Path) -> str:
@@ -310,58 +333,49 @@ class PgDatabase:
         self._admin.dispose()
 
 
+def reset_day(url: str) -> None:
+    """Forget the day's outbox and sent log, so the same data set can be sent again."""
+    from sqlalchemy import Date, bindparam, text
+
+    from newsletter.store import Store
+
+    store = Store(url)
+    day = {"day": DAY}
+    with store.engine.begin() as conn:
+        for statement in (
+            "DELETE FROM sent_papers WHERE delivery_id IN "
+            "(SELECT id FROM deliveries WHERE digest_date = :day)",
+            "DELETE FROM deliveries WHERE digest_date = :day",
+            "DELETE FROM digest_runs WHERE digest_date = :day",
+        ):
+            conn.execute(text(statement).bindparams(bindparam("day", type_=Date)), day)
+    if store.dialect == "postgresql":  # the next run should not wade through dead rows
+        with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("VACUUM ANALYZE deliveries, sent_papers, digest_runs"))
+    store.close()
+
+
 def measure(
-    run: Run, sink: Sink, client: str, pg_base: str, ceiling_messages: int, tmp: Path
+    run: Run,
+    sink: Sink,
+    client: str,
+    pg_base: str,
+    ceiling_messages: int,
+    tmp: Path,
+    repeat: int,
 ) -> Run:
-    """One production `send` (plan, then deliver, in run.processes processes) into the sink."""
+    """`repeat` production sends of the day (plan, then deliver, in run.processes processes)
+    into the sink, each followed by a ceiling measurement: the figures are their medians."""
     pg = PgDatabase(pg_base) if run.database == "postgresql" else None
     folder = Path(tempfile.mkdtemp(dir=tmp))
     url = pg.url if pg else sqlite_url(folder)
     try:
         loaded = populate(url, run.n, run.history_days)
         run.history_rows = loaded["history_rows"]
-        from newsletter.pipeline import Newsletter
-
-        app = Newsletter(settings_for(url, sink.port, client, run.processes))
-        sizes: list[int] = []
-        compose = app.compose
-
-        def measured(delivery: Any) -> Any:
-            envelope = compose(delivery)
-            if len(sizes) < 1000:
-                sizes.append(len(envelope.data))
-            return envelope
-
-        app.compose = measured  # type: ignore[method-assign]
-        reset_peak_rss()
-        helpers = HelperPeaks({sink.proc.pid})
-        helpers.start()
-        started = time.monotonic()
-        report = asyncio.run(app.send(DAY, now=True))
-        run.wall = time.monotonic() - started
-        helper_peak = helpers.stop()
-        cache = app.cached_renderer
-        app.close()
-        run.sent = report.drain.sent
-        run.plan = report.plan.seconds
-        run.drain = report.drain.seconds
-        run.render = report.drain.render_seconds
-        run.build = report.drain.build_seconds
-        run.size = int(statistics.mean(sizes)) if sizes else 0
-        run.distinct, run.hits = cache.misses, cache.hits
-        if report.plan.skipped:
-            run.notes.append(f"skipped at plan: {dict(report.plan.skipped)}")
-        if report.drain.stopped or report.drain.failed:
-            run.notes.append(f"stopped={report.drain.stopped} failed={dict(report.drain.failed)}")
-        run.rss = {
-            "bench": vm_hwm_mb(os.getpid()),
-            "helper": helper_peak,
-            "smtp-sink": sink.peak_rss_mb(),
-        }
-        rates = [
-            ceiling(sink, run.size, CONNECTIONS * run.processes, ceiling_messages) for _ in range(3)
-        ]
-        run.ceiling = statistics.median(rates)
+        for attempt in range(repeat):
+            if attempt:
+                reset_day(url)
+            send_once(run, url, sink, client, ceiling_messages)
     finally:
         if pg:
             pg.drop()
@@ -369,24 +383,71 @@ def measure(
     return run
 
 
+def send_once(run: Run, url: str, sink: Sink, client: str, ceiling_messages: int) -> None:
+    from newsletter.pipeline import Newsletter
+
+    app = Newsletter(settings_for(url, sink.port, client, run.processes))
+    sizes: list[int] = []
+    compose = app.compose
+
+    def measured(delivery: Any) -> Any:
+        envelope = compose(delivery)
+        if len(sizes) < 1000:
+            sizes.append(len(envelope.data))
+        return envelope
+
+    app.compose = measured  # type: ignore[method-assign]
+    reset_peak_rss()
+    helpers = HelperPeaks({sink.proc.pid})
+    helpers.start()
+    started = time.monotonic()
+    report = asyncio.run(app.send(DAY, now=True))
+    wall = time.monotonic() - started
+    helper_peak = helpers.stop()
+    cache = app.cached_renderer
+    app.close()
+    run.size = int(statistics.mean(sizes)) if sizes else 0
+    run.distinct, run.hits = cache.misses, cache.hits
+    if report.plan.skipped and not run.notes:
+        run.notes.append(f"skipped at plan: {dict(report.plan.skipped)}")
+    if report.drain.stopped or report.drain.failed:
+        run.notes.append(f"stopped={report.drain.stopped} failed={dict(report.drain.failed)}")
+    rss = {"bench": vm_hwm_mb(os.getpid()), "helper": helper_peak}
+    run.rss = {k: max(v, run.rss.get(k, 0.0)) for k, v in rss.items()}
+    run.rss["smtp-sink"] = sink.peak_rss_mb()
+    run.samples.append(
+        Sample(
+            sent=report.drain.sent,
+            wall=wall,
+            plan=report.plan.seconds,
+            drain=report.drain.seconds,
+            render=report.drain.render_seconds,
+            build=report.drain.build_seconds,
+            ceiling=ceiling(sink, run.size, CONNECTIONS * run.processes, ceiling_messages),
+        )
+    )
+
+
 def show(run: Run) -> None:
-    ratio = run.rate / run.ceiling if run.ceiling else 0.0
-    deliver = max(0.0, run.drain * run.processes - run.render - run.build)
+    m = run.median
+    deliver = max(0.0, m("drain") * run.processes - m("render") - m("build"))
+    overlap = ", overlapping the plan" if run.processes > 1 else ", after the plan"
+    helper = f", largest helper {run.rss.get('helper', 0):.0f}" if run.processes > 1 else ""
+    each = ", ".join(f"{s.rate:.0f}/s ({s.ratio:.1%})" for s in run.samples)
     print(
         f"{run.label:<34} {run.database:<10} N={run.n:<7} hist={run.history_days:<3}d "
-        f"processes={run.processes}  sent {run.sent}\n"
-        f"    end to end {run.rate:7.0f} digests/s   drain only {run.drain_rate:7.0f}/s   "
+        f"processes={run.processes}  sent {run.samples[-1].sent}  (medians of {len(run.samples)} "
+        f"runs: {each})\n"
+        f"    end to end {run.rate:7.0f} digests/s   sending only {run.drain_rate:7.0f}/s   "
         f"ceiling (smtp-source, {run.size} B, {CONNECTIONS * run.processes} conns) "
-        f"{run.ceiling:7.0f}/s   ratio {ratio:5.1%}\n"
-        f"    stages: plan {run.plan:6.1f}s  render {run.render:6.1f}s  build {run.build:6.1f}s  "
-        f"deliver {deliver:6.1f}s  (wall {run.wall:.1f}s, sending {run.drain:.1f}s of it, "
-        f"overlapping the plan; render/build/deliver are process-seconds)\n"
-        f"    peak RSS MB: bench {run.rss.get('bench', 0):.0f} (plans and sends; the data set's "
-        f"creation not counted), "
-        f"largest helper {run.rss.get('helper', 0):.0f}, smtp-sink "
-        f"{run.rss.get('smtp-sink', 0):.0f}   distinct digests rendered {run.distinct} "
-        f"(cache hits {run.hits}, in the planning process)"
-        + (f"   history rows {run.history_rows}" if run.history_rows else ""),
+        f"{m('ceiling'):7.0f}/s   ratio {m('ratio'):5.1%}\n"
+        f"    stages: plan {m('plan'):6.1f}s  render {m('render'):6.1f}s  "
+        f"build {m('build'):6.1f}s  deliver {deliver:6.1f}s  (wall {m('wall'):.1f}s, "
+        f"sending {m('drain'):.1f}s of it{overlap}; render/build/deliver are process-seconds)\n"
+        f"    peak RSS MB: bench {run.rss.get('bench', 0):.0f} (plans and sends; creating the "
+        f"data set not counted){helper}, smtp-sink {run.rss.get('smtp-sink', 0):.0f}   "
+        f"distinct digests rendered {run.distinct} (cache hits {run.hits}, in the planning "
+        f"process)" + (f"   history rows {run.history_rows}" if run.history_rows else ""),
         flush=True,
     )
     for note in run.notes:
@@ -415,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
         "--postgres-url", default=os.environ.get("NEWSLETTER_BENCH_POSTGRES_URL", PG_DEFAULT)
     )
     parser.add_argument("--skip-extras", action="store_true", help="only the main runs")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="sends per configuration; figures are medians"
+    )
     args = parser.parse_args(argv)
 
     sink = Sink()
@@ -441,7 +505,15 @@ def main(argv: list[str] | None = None) -> int:
                 todo.append(Run("history: 365 days", h, database, 365, k))
             for run in todo:
                 runs.append(
-                    measure(run, sink, args.client, args.postgres_url, ceiling_messages, Path(tmp))
+                    measure(
+                        run,
+                        sink,
+                        args.client,
+                        args.postgres_url,
+                        ceiling_messages,
+                        Path(tmp),
+                        args.repeat,
+                    )
                 )
                 show(runs[-1])
         finally:
@@ -451,14 +523,14 @@ def main(argv: list[str] | None = None) -> int:
     if none and full:
         print(
             f"history effect: 365 days / none = {full.rate / none.rate:.3f} end to end, "
-            f"{full.drain_rate / none.drain_rate:.3f} drain only"
+            f"{full.drain_rate / none.drain_rate:.3f} sending only"
         )
     one = by_label.get("PostgreSQL, 1 process")
     many = by_label.get(f"PostgreSQL, {args.processes} processes")
     if one and many:
         print(
             f"processes on PostgreSQL: {args.processes} / 1 = {many.rate / one.rate:.2f} end to "
-            f"end, {many.drain_rate / one.drain_rate:.2f} drain only"
+            f"end, {many.drain_rate / one.drain_rate:.2f} sending only"
         )
     return 0
 
