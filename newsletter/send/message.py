@@ -129,7 +129,7 @@ class EncodedText:
         tokens = tuple(tokens)
         pieces: list[bytes | str] = []
         static: list[str] = []
-        for line in normalised.splitlines(keepends=True):
+        for line in _lines(normalised):
             first = min((i for token in tokens if (i := line.find(token)) >= 0), default=-1)
             if first < 0:
                 static.append(line)
@@ -168,6 +168,17 @@ class EncodedText:
             plain.append(encoded)
             wire.append(dot_stuffed_lines(encoded))
         return b"".join(plain), b"".join(wire)
+
+
+def _lines(text: str) -> list[str]:
+    """The lines of `text`, each with its "\n". Only "\n" ends a line for quoted-printable and
+    SMTP; str.splitlines also breaks at form feeds, U+2028 and others, which feed text may
+    carry, and a piece cut there would start mid-line."""
+    parts = text.split("\n")
+    lines = [part + "\n" for part in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
 
 
 def _split_before(line: str, end: int) -> tuple[bytes, str]:
