@@ -70,13 +70,19 @@ class Settings(BaseSettings):
     )
     smtp_timeout: float = Field(30.0, description="Seconds to wait for any SMTP reply.")
     smtp_connections: int = Field(
-        4, ge=1, le=256, description="SMTP connections kept open and used in parallel."
+        4,
+        ge=1,
+        le=256,
+        description="SMTP connections kept open and used in parallel, per sending process.",
     )
     smtp_messages_per_connection: int = Field(
         500, ge=1, description="Messages sent on one connection before it is reopened."
     )
     smtp_rate_limit: float = Field(
-        0.0, ge=0, description="Most messages per second across all connections; 0 = no limit."
+        0.0,
+        ge=0,
+        description="Most messages per second across all connections (and all processes of "
+        "a `send`); 0 = no limit.",
     )
     smtp_client: Literal["aiosmtplib", "pipelined"] = Field(
         "pipelined",

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import ctypes.util
 import multiprocessing
 import os
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -355,8 +358,11 @@ class Newsletter:
             store_retries=s.store_retries,
         )
 
-    def smtp_sender(self) -> Sender:
+    def smtp_sender(self, share: int = 1) -> Sender:
+        """The configured SMTP sender; with `share` processes sending at once, each gets that
+        share of the rate limit, which is for the whole run."""
         config = smtp_config_from(self.settings)
+        config.rate_limit /= share
         if self.settings.smtp_client == "pipelined":
             return PipelinedSmtpSender(config)
         return SmtpSender(config)
@@ -409,27 +415,35 @@ class Newsletter:
         if helpers < 1 or sender is not None:
             plan = self.plan(day, immediately=now)
             return SendReport(plan, await self.drain(sender, progress))
+        share = helpers + 1
         with self.store.exclusive_sender():
             context = multiprocessing.get_context("spawn")  # no inherited engine or event loop
             planned = context.Event()
             with ProcessPoolExecutor(
                 helpers,
                 mp_context=context,
-                initializer=_remember_plan_signal,
+                initializer=_start_helper,
                 initargs=(planned, os.getpid()),
             ) as pool:
                 loop = asyncio.get_running_loop()
                 others = [
-                    loop.run_in_executor(pool, _drain_in_helper, self.settings, self._demo)
+                    loop.run_in_executor(pool, _drain_in_helper, self.settings, self._demo, share)
                     for _ in range(helpers)
                 ]
                 try:
                     plan = self.plan(day, immediately=now)
                 finally:
                     planned.set()  # also when planning failed: the helpers send what is there
-                report = await self.drain(progress=progress, exclusive=False)
-                for other in await asyncio.gather(*others):
-                    report.add(other)
+                report = await self.drain(
+                    self.smtp_sender(share), progress=progress, exclusive=False
+                )
+                for other in await asyncio.gather(*others, return_exceptions=True):
+                    if isinstance(other, BaseException):
+                        # Its claims expire and are sent again by whoever runs next; the
+                        # run says so instead of ending in a traceback.
+                        report.stopped = report.stopped or f"a sending process failed: {other!r}"
+                    else:
+                        report.add(other)
         return SendReport(plan, report)
 
     def web_version(self, subscriber_id: int, day: date) -> str | None:
@@ -460,10 +474,21 @@ class Newsletter:
 
 _plan_signal: tuple[Any, int] | None = None  # (the "planned" event, the planning process id)
 
+PR_SET_PDEATHSIG = 1  # prctl(2): a signal for this process when its parent dies
 
-def _remember_plan_signal(planned: Any, planner: int) -> None:
+
+def _start_helper(planned: Any, planner: int) -> None:
+    """Runs first in each helper. The kernel is asked to end the helper when the planning
+    process dies (kill -9, a SIGTERM from a supervisor): an orphan would keep sending, outside
+    the SQLite sender lock its parent held, and keep its parent's output open. Its claims then
+    expire and are sent by the next run, as after any crash."""
     global _plan_signal
     _plan_signal = (planned, planner)
+    with contextlib.suppress(OSError, AttributeError):  # Linux only; elsewhere best effort
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != planner:  # it died before the request took effect
+        os._exit(1)
 
 
 def _still_planning() -> bool:
@@ -473,9 +498,11 @@ def _still_planning() -> bool:
     return not planned.is_set() and os.getppid() == planner
 
 
-def _drain_in_helper(settings: Settings, demo: bool) -> DrainReport:
+def _drain_in_helper(settings: Settings, demo: bool, share: int) -> DrainReport:
     app = Newsletter(settings, demo=demo)
     try:
-        return asyncio.run(app.drain(planning=_still_planning, exclusive=False))
+        return asyncio.run(
+            app.drain(app.smtp_sender(share), planning=_still_planning, exclusive=False)
+        )
     finally:
         app.close()

@@ -248,8 +248,8 @@ class DeliveryLoop:
             self._pending.failed.setdefault(FailureReason.INVALID_ADDRESS, []).append(
                 (delivery.id, str(exc))
             )
-            return
-        await self._send_one(delivery, envelope)
+        else:
+            await self._send_one(delivery, envelope)
         if len(self._pending) >= self.policy.record_every and not self._flush_lock.locked():
             await self._flush()
 

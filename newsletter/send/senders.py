@@ -127,7 +127,7 @@ class PooledSender(Generic[C]):
 
     @property
     def concurrency(self) -> int:
-        """How many sends can usefully be in flight at once (the delivery loop's gate)."""
+        """How many sends can usefully be in flight at once (the delivery loop's lanes)."""
         return self.config.connections
 
     async def _connect(self) -> C:
