@@ -15,17 +15,14 @@ from pathlib import Path
 from typing import Any, cast
 
 from sqlalchemy import (
-    ARRAY,
     Connection,
     CursorResult,
     DateTime,
     Engine,
     Result,
-    String,
     Table,
     Text,
     and_,
-    any_,
     bindparam,
     delete,
     func,
@@ -231,7 +228,7 @@ def _claim_statement(skip_locked: bool) -> Any:
     )
 
 
-_CLAIM = {"sqlite": _claim_statement(False), "postgresql": _claim_statement(True)}
+_CLAIM_SQLITE = _claim_statement(skip_locked=False)
 _CLAIMED_COLUMNS = (
     _DELIVERIES.c.digest_date,
     _DELIVERIES.c.message_id,
@@ -247,7 +244,11 @@ def _read(column: Any) -> Any:
 
 # PostgreSQL claims and reads the claimed rows with their subscribers in one round trip (the
 # UPDATE as a CTE); SQLite cannot put an UPDATE in a WITH, so it reads them by id afterwards.
-_CLAIMED = _claim_statement(True).returning(_DELIVERIES.c.subscriber_id, *_CLAIMED_COLUMNS).cte()
+_CLAIMED = (
+    _claim_statement(skip_locked=True)
+    .returning(_DELIVERIES.c.subscriber_id, *_CLAIMED_COLUMNS)
+    .cte()
+)
 _CLAIM_AND_READ = (
     select(
         _CLAIMED.c.id.label("delivery_id"),
@@ -260,16 +261,10 @@ _CLAIM_AND_READ = (
 _SENT = SentPaperRow.__table__.c
 # For each of the papers, a range scan over the batch's subscriber ids in the sent log's key
 # (paper, subscriber): it finds only the pairs that exist, however long the history.
-_ALREADY_SENT = {
-    "sqlite": select(_SENT.subscriber_id, _SENT.paper_id).where(
-        _SENT.paper_id.in_(bindparam("papers", expanding=True)),
-        _SENT.subscriber_id.between(bindparam("first"), bindparam("last")),
-    ),
-    "postgresql": select(_SENT.subscriber_id, _SENT.paper_id).where(
-        _SENT.paper_id == any_(bindparam("papers", type_=ARRAY(String))),
-        _SENT.subscriber_id.between(bindparam("first"), bindparam("last")),
-    ),
-}
+_ALREADY_SENT = select(_SENT.subscriber_id, _SENT.paper_id).where(
+    _SENT.paper_id.in_(bindparam("papers", expanding=True)),
+    _SENT.subscriber_id.between(bindparam("first"), bindparam("last")),
+)
 _CLAIMED_ROWS = (
     select(
         _DELIVERIES.c.id.label("delivery_id"),
@@ -758,7 +753,7 @@ class Store:
         wanted = set(subscriber_ids)
         with self.connection() as c:
             rows = c.execute(
-                _ALREADY_SENT[self.dialect],
+                _ALREADY_SENT,
                 {"papers": list(paper_ids), "first": min(wanted), "last": max(wanted)},
             )
             for subscriber_id, paper_id in rows:
@@ -906,7 +901,7 @@ class Store:
                 rows = c.execute(_CLAIM_AND_READ, claim).all()
         else:
             with self.connection() as c:
-                ids = list(c.execute(_CLAIM["sqlite"], claim).scalars())
+                ids = list(c.execute(_CLAIM_SQLITE, claim).scalars())
                 rows = c.execute(_CLAIMED_ROWS, {"ids": ids}).all() if ids else []
         return [
             ClaimedDelivery(
