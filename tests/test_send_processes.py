@@ -30,14 +30,17 @@ class SlowHandler(CaptureHandler):
         return await super().handle_DATA(server, session, envelope)
 
 
-def children_of(pid: int) -> set[int]:
+def helpers_of(pid: int) -> set[int]:
+    """The send's helper processes: its spawned children, not multiprocessing's tracker."""
     found = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
-                found.add(int(stat.parent.name))
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            command = (stat.parent / "cmdline").read_bytes()
         except (OSError, ValueError, IndexError):
             continue
+        if parent == pid and b"spawn_main" in command:
+            found.add(int(stat.parent.name))
     return found
 
 
@@ -93,7 +96,7 @@ def test_the_helpers_end_when_the_first_process_is_killed(tmp_path: Path) -> Non
         send = start_send(tmp_path, server.port, 400)
         try:
             assert wait_for(lambda: len(handler.messages) >= 40, 60), "nothing was sent"
-            helpers = {pid for pid in children_of(send.pid) if alive(pid)}
+            helpers = {pid for pid in helpers_of(send.pid) if alive(pid)}
             assert helpers, "no helper process was running"
             send.send_signal(signal.SIGKILL)
             send.wait(10)
@@ -114,7 +117,7 @@ def test_a_helper_that_dies_is_reported_and_the_rest_is_still_sent(tmp_path: Pat
         send = start_send(tmp_path, server.port, 300)
         try:
             assert wait_for(lambda: len(handler.messages) >= 40, 60), "nothing was sent"
-            helper = max(pid for pid in children_of(send.pid) if alive(pid))
+            [helper] = [pid for pid in helpers_of(send.pid) if alive(pid)]
             os.kill(helper, signal.SIGKILL)
             out, err = send.communicate(timeout=120)
         finally:

@@ -84,10 +84,8 @@ class FaultyHandler:
             self.sessions.add(id(session))
             number = self.mails
         reply = self.mail_fault(number) if self.mail_fault else None
-        if reply == DROP:
-            return self._drop(server)
         if reply:
-            return self._refuse(reply)
+            return await self._answer_fault(server, reply)
         envelope.mail_from = address
         envelope.mail_options.extend(options)
         return "250 OK"
@@ -100,12 +98,8 @@ class FaultyHandler:
             attempt = self.rcpt_attempts[address]
             self.rcpt_times[address].append(time.monotonic())
         reply = self.rcpt_fault(address, attempt) if self.rcpt_fault else None
-        if reply == DROP:
-            return self._drop(server)
-        if reply == STALL:
-            return await self._stall(server)
         if reply:
-            return self._refuse(reply)
+            return await self._answer_fault(server, reply)
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -115,14 +109,10 @@ class FaultyHandler:
             self.data_attempts[recipient] += 1
             attempt = self.data_attempts[recipient]
         reply = self.data_fault(recipient, attempt) if self.data_fault else None
-        if reply == DROP:
-            # The whole message arrived but is not kept: the client sees the connection die
-            # before any reply, exactly as when a relay crashes mid-transaction.
-            return self._drop(server)
-        if reply == STALL:
-            return await self._stall(server)
         if reply:
-            return self._refuse(reply)
+            # A DROP here: the whole message arrived but is not kept, and the client sees the
+            # connection die before any reply, exactly as when a relay crashes mid-transaction.
+            return await self._answer_fault(server, reply)
         found = _MESSAGE_ID.search(envelope.content)
         with self.lock:
             for rcpt in envelope.rcpt_tos:
@@ -132,6 +122,14 @@ class FaultyHandler:
         if self.on_accept is not None:
             self.on_accept(total)
         return "250 2.0.0 queued"
+
+    async def _answer_fault(self, server: Any, reply: str) -> str:
+        """Play the fault a command drew: DROP, STALL, or an SMTP refusal."""
+        if reply == DROP:
+            return self._drop(server)
+        if reply == STALL:
+            return await self._stall(server)
+        return self._refuse(reply)
 
     def _refuse(self, reply: str) -> str:
         with self.lock:
