@@ -20,3 +20,7 @@ class SourceError(NewsletterError):
 
 class StoreUnavailable(NewsletterError):
     """The database cannot be reached or is not initialised."""
+
+
+class SenderBusy(NewsletterError):
+    """Another sender holds the SQLite database."""

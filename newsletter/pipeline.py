@@ -26,6 +26,7 @@ from newsletter.digest import Interests, Pick, Selection, Selector, match, rank,
 from newsletter.errors import NewsletterError, SourceError
 from newsletter.links import Links
 from newsletter.papers import Paper
+from newsletter.records import PlannedDelivery
 from newsletter.render import CachedRenderer, DigestRenderer, RenderedDigest
 from newsletter.schedule import due_at, weekly_due
 from newsletter.send.engine import DeliveryLoop, DeliveryPolicy, DrainReport
@@ -40,7 +41,6 @@ from newsletter.send.senders import Sender, SmtpSender, smtp_config_from
 from newsletter.sources import FetchResult, arxiv, huggingface, localfile
 from newsletter.states import DeliveryStatus, SkipReason
 from newsletter.store import ClaimedDelivery, Store, SubscriberRecord
-from newsletter.store.database import PlannedDelivery
 from newsletter.topics import Taxonomy, load_taxonomy
 
 

@@ -15,6 +15,13 @@ class SubscriberStatus(StrEnum):
     BOUNCED = "bounced"  # suppressed after hard bounces
 
 
+class Cadence(StrEnum):
+    """How often a subscriber gets a digest."""
+
+    DAILY = "daily"
+    WEEKLY = "weekly"
+
+
 class DeliveryStatus(StrEnum):
     QUEUED = "queued"
     SENDING = "sending"  # claimed with a lease; a lease that expires means the sender died

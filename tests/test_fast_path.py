@@ -16,6 +16,7 @@ import pytest
 
 from newsletter.digest import Interests, Pick, match
 from newsletter.pipeline import Newsletter
+from newsletter.records import ClaimedDelivery, SubscriberRecord
 from newsletter.send.errors import RecipientRejected, SenderRejected, TransientError
 from newsletter.send.message import (
     EncodedText,
@@ -27,7 +28,6 @@ from newsletter.send.message import (
 from newsletter.send.pipelined import PipelinedSmtpSender, dot_stuffed
 from newsletter.send.senders import SmtpConfig, SmtpSender
 from newsletter.sources import localfile
-from newsletter.store import ClaimedDelivery, SubscriberRecord
 from tests.conftest import SAMPLE_DATA
 from tests.reliability.faulty_smtp import DROP, FaultyHandler, FaultyServer
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from newsletter.capture import CaptureHandler, CaptureServer
+from newsletter.errors import SenderBusy
 from newsletter.pipeline import Newsletter
-from newsletter.store.database import SenderBusy
 from tests.conftest import SAMPLE_DATA
 from tests.reliability.conftest import cli_env, newsletter_bin, reader
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
+from newsletter.clock import utcnow
 from newsletter.errors import StoreUnavailable
+from newsletter.records import ClaimedDelivery
 from newsletter.send.errors import (
     RecipientRejected,
     SenderRejected,
@@ -29,8 +31,7 @@ from newsletter.send.errors import (
 from newsletter.send.message import Envelope
 from newsletter.send.senders import Sender
 from newsletter.states import DeliveryStatus, FailureReason, SkipReason, SubscriberStatus
-from newsletter.store import ClaimedDelivery, Store
-from newsletter.store.database import utcnow
+from newsletter.store import Store
 
 log = logging.getLogger(__name__)
 

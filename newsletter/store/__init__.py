@@ -1,5 +1,6 @@
 """All database access. No other package writes SQL."""
 
-from newsletter.store.database import ClaimedDelivery, DaySummary, Store, SubscriberRecord
+from newsletter.records import ClaimedDelivery, DaySummary, SubscriberRecord
+from newsletter.store.database import Store
 
 __all__ = ["ClaimedDelivery", "DaySummary", "Store", "SubscriberRecord"]

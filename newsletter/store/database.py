@@ -8,8 +8,7 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, cast
@@ -37,8 +36,16 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from newsletter.errors import NewsletterError
+from newsletter.clock import utcnow
+from newsletter.errors import SenderBusy
 from newsletter.papers import Paper
+from newsletter.records import (
+    ClaimedDelivery,
+    DaySummary,
+    PlanCandidate,
+    PlannedDelivery,
+    SubscriberRecord,
+)
 from newsletter.states import DeliveryStatus, SkipReason, SubscriberStatus
 from newsletter.store.engine import make_engine, translated_errors
 from newsletter.store.schema import (
@@ -52,68 +59,6 @@ from newsletter.store.schema import (
 )
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-
-
-class SenderBusy(NewsletterError):
-    """Another sender holds the SQLite database."""
-
-
-def utcnow() -> datetime:
-    """Naive UTC, the one clock every stored time uses."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-@dataclass(frozen=True)
-class SubscriberRecord:
-    id: int
-    email: str
-    status: str
-    topics: tuple[str, ...]
-    keywords: tuple[str, ...]
-    created_at: datetime
-    bounce_count: int = 0
-    frequency: str = "daily"
-    timezone: str | None = None
-    delivery_hour: int | None = None
-    weekday: int | None = None
-
-
-@dataclass(frozen=True)
-class PlannedDelivery:
-    subscriber_id: int
-    status: DeliveryStatus
-    reason: str | None
-    message_id: str
-    paper_ids: list[str]
-    due_at: datetime | None = None  # naive UTC; None = at once
-
-
-@dataclass(frozen=True)
-class ClaimedDelivery:
-    id: int
-    digest_date: date
-    message_id: str
-    paper_ids: list[str]
-    attempts: int
-    subscriber: SubscriberRecord
-
-
-@dataclass(frozen=True)
-class PlanCandidate:
-    """An active subscriber as the planner sees them for one day."""
-
-    subscriber: SubscriberRecord
-    planned: bool  # a delivery for the day exists already (a re-run, a racing planner)
-    suppressed: bool  # the address is on the suppression list
-
-
-@dataclass
-class DaySummary:
-    digest_date: date
-    by_status: Counter[str]
-    skipped_by_reason: Counter[str]
-    failed_by_reason: Counter[str]
-    papers_sent: int
 
 
 def _subscriber(row: Any) -> SubscriberRecord:
