@@ -68,3 +68,36 @@ def is_hard_bounce(status: str) -> bool:
     if len(parts) != 3 or parts[0] != "5":
         return False
     return parts[1] == "1" or (parts[1] == "2" and parts[2] == "1")
+
+
+def classify(code: int, message: str, *, stage: Stage) -> SendError:
+    """Map an SMTP reply to the error type the delivery loop acts on.
+
+    `stage` is the command that was refused: "rcpt" rejections may be about the recipient,
+    "connect"/"auth"/"mail" ones are about us. We send one recipient per transaction, so a
+    5.1.x to DATA (relays that check mailboxes late) is still about that recipient.
+    """
+    text = f"{code} {message}".strip()
+    if 400 <= code < 500:
+        return TransientError(text, code, stage)
+    status = enhanced_status(message)
+    if stage not in ("rcpt", "data"):
+        return SenderRejected(f"{stage.upper()} refused: {text}", code, stage)
+    if status:
+        if is_hard_bounce(status):
+            return RecipientRejected(text, code, stage)
+        subject = status.split(".")[1]
+        if subject == "7":
+            return SenderRejected(f"{stage.upper()} refused by policy: {text}", code, stage)
+        if subject == "2":  # mailbox full and friends may clear up
+            return TransientError(text, code, stage)
+    if stage == "rcpt" and code in (550, 551, 553):
+        return RecipientRejected(text, code, stage)
+    if code == 552:
+        return TransientError(text, code, stage)
+    return SenderRejected(f"{stage.upper()} refused: {text}", code, stage)
+
+
+class NotTransmitted(Exception):
+    """The connection failed before DATA: the relay cannot have the message, so sending it again
+    at once, on a fresh connection, cannot duplicate it."""

@@ -33,9 +33,10 @@ from newsletter.send.errors import (
     SendError,
     ServerUnreachable,
     Stage,
+    classify,
 )
 from newsletter.send.message import Envelope
-from newsletter.send.senders import PooledSender, SmtpConfig, classify
+from newsletter.send.senders import PooledSender, SmtpConfig
 
 # RFC 5321 caps a reply line at 512 octets; a "line" far longer than that is not SMTP, and
 # buffering it without a bound would let a broken peer grow our memory.

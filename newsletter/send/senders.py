@@ -12,14 +12,13 @@ from typing import Generic, NoReturn, Protocol, TypeVar
 import aiosmtplib
 
 from newsletter.send.errors import (
-    RecipientRejected,
+    NotTransmitted,
     SenderRejected,
     SendError,
     ServerUnreachable,
     Stage,
     TransientError,
-    enhanced_status,
-    is_hard_bounce,
+    classify,
 )
 from newsletter.send.message import Envelope
 
@@ -29,39 +28,6 @@ class Sender(Protocol):
         """Hand one message to the relay, or raise a SendError subclass."""
 
     async def close(self) -> None: ...
-
-
-def classify(code: int, message: str, *, stage: Stage) -> SendError:
-    """Map an SMTP reply to the error type the delivery loop acts on.
-
-    `stage` is the command that was refused: "rcpt" rejections may be about the recipient,
-    "connect"/"auth"/"mail" ones are about us. We send one recipient per transaction, so a
-    5.1.x to DATA (relays that check mailboxes late) is still about that recipient.
-    """
-    text = f"{code} {message}".strip()
-    if 400 <= code < 500:
-        return TransientError(text, code, stage)
-    status = enhanced_status(message)
-    if stage not in ("rcpt", "data"):
-        return SenderRejected(f"{stage.upper()} refused: {text}", code, stage)
-    if status:
-        if is_hard_bounce(status):
-            return RecipientRejected(text, code, stage)
-        subject = status.split(".")[1]
-        if subject == "7":
-            return SenderRejected(f"{stage.upper()} refused by policy: {text}", code, stage)
-        if subject == "2":  # mailbox full and friends may clear up
-            return TransientError(text, code, stage)
-    if stage == "rcpt" and code in (550, 551, 553):
-        return RecipientRejected(text, code, stage)
-    if code == 552:
-        return TransientError(text, code, stage)
-    return SenderRejected(f"{stage.upper()} refused: {text}", code, stage)
-
-
-class NotTransmitted(Exception):
-    """The connection failed before DATA: the relay cannot have the message, so sending it again
-    at once, on a fresh connection, cannot duplicate it."""
 
 
 @dataclass
