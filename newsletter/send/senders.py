@@ -11,6 +11,7 @@ from typing import Generic, NoReturn, Protocol, TypeVar
 
 import aiosmtplib
 
+from newsletter.config import Settings
 from newsletter.send.errors import (
     NotTransmitted,
     SenderRejected,
@@ -24,6 +25,11 @@ from newsletter.send.message import Envelope
 
 
 class Sender(Protocol):
+    @property
+    def concurrency(self) -> int:
+        """How many sends can usefully be in flight at once: the delivery loop runs that many
+        lanes, so nothing queues in front of the sender once a run stops."""
+
     async def send(self, envelope: Envelope) -> None:
         """Hand one message to the relay, or raise a SendError subclass."""
 
@@ -41,6 +47,20 @@ class SmtpConfig:
     connections: int = 4
     messages_per_connection: int = 500
     rate_limit: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SmtpConfig:
+        return cls(
+            host=settings.smtp_host,
+            port=settings.smtp_port,
+            user=settings.smtp_user,
+            password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+            tls=settings.smtp_tls,
+            timeout=settings.smtp_timeout,
+            connections=settings.smtp_connections,
+            messages_per_connection=settings.smtp_messages_per_connection,
+            rate_limit=settings.smtp_rate_limit,
+        )
 
 
 C = TypeVar("C")  # a connection, of whatever client a pooled sender uses
@@ -271,18 +291,6 @@ class MemorySender:
         return None
 
 
-def smtp_config_from(settings: object) -> SmtpConfig:
-    from newsletter.config import Settings
-
-    assert isinstance(settings, Settings)
-    return SmtpConfig(
-        host=settings.smtp_host,
-        port=settings.smtp_port,
-        user=settings.smtp_user,
-        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
-        tls=settings.smtp_tls,
-        timeout=settings.smtp_timeout,
-        connections=settings.smtp_connections,
-        messages_per_connection=settings.smtp_messages_per_connection,
-        rate_limit=settings.smtp_rate_limit,
-    )
+def smtp_config_from(settings: Settings) -> SmtpConfig:
+    """The former name of SmtpConfig.from_settings, until its last callers move."""
+    return SmtpConfig.from_settings(settings)
