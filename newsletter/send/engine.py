@@ -14,12 +14,13 @@ import logging
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from newsletter.clock import utcnow
+from newsletter.config import Settings
 from newsletter.errors import StoreUnavailable
 from newsletter.records import ClaimedDelivery
 from newsletter.send.errors import (
@@ -31,7 +32,6 @@ from newsletter.send.errors import (
 from newsletter.send.message import Envelope
 from newsletter.send.senders import Sender
 from newsletter.states import DeliveryStatus, FailureReason, SkipReason, SubscriberStatus
-from newsletter.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,49 @@ _SKIP_FOR_STATUS = {
 
 
 T = TypeVar("T")
+
+
+class DeliveryStore(Protocol):
+    """The outbox as the delivery loop uses it, and nothing more.
+
+    Each call is its own transaction and may raise StoreUnavailable when the database is
+    briefly away; the loop tries it again (see DeliveryLoop._retrying).
+    """
+
+    def claim(self, limit: int, lease_seconds: int) -> list[ClaimedDelivery]:
+        """Lease up to `limit` due deliveries (queued or retry whose time has come, or sending
+        whose lease expired), counting an attempt on each, with their subscribers as they are
+        now."""
+        ...
+
+    def suppressed(self, emails: Iterable[str]) -> set[str]:
+        """Those of `emails` on the suppression list."""
+        ...
+
+    def next_due_at(self) -> datetime | None:
+        """When the next delivery becomes claimable: a retry's time or a lease's expiry."""
+        ...
+
+    def mark_sent(self, ids: Sequence[int]) -> None: ...
+
+    def mark_retry(self, retries: Sequence[tuple[int, datetime, str]]) -> None:
+        """(delivery id, when to try again, the error) for each."""
+        ...
+
+    def release(self, ids: Sequence[int]) -> None:
+        """Put claimed deliveries back untried: their attempt does not count."""
+        ...
+
+    def mark_finished(
+        self, ids: Sequence[int], status: DeliveryStatus, reason: str, error: str | None = None
+    ) -> None:
+        """Close deliveries that will not be sent (skipped or failed)."""
+        ...
+
+    def record_bounce(self, email: str, detail: str, limit: int) -> bool:
+        """Count a hard bounce; suppress the address once it reaches `limit`. True if
+        suppressed."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +108,23 @@ class DeliveryPolicy:
     store_retry_seconds: float = 0.5
     # While a planner is still writing the outbox, an empty claim is tried again this often.
     planning_poll_seconds: float = 0.1
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DeliveryPolicy:
+        s = settings
+        return cls(
+            batch_size=s.batch_size,
+            lease_seconds=s.lease_seconds,
+            max_attempts=s.max_attempts,
+            retry_base_seconds=s.retry_base_seconds,
+            retry_max_seconds=s.retry_max_seconds,
+            retry_wait_seconds=s.retry_wait_seconds,
+            hard_bounce_limit=s.hard_bounce_limit,
+            sender_error_threshold=s.sender_error_threshold,
+            unreachable_threshold=s.smtp_unreachable_threshold,
+            record_every=s.record_every,
+            store_retries=s.store_retries,
+        )
 
     def backoff(self, attempts: int) -> float:
         """Exponential backoff with jitter, so retries from many senders do not arrive at once."""
@@ -122,7 +182,7 @@ class _Outcomes:
 class DeliveryLoop:
     def __init__(
         self,
-        store: Store,
+        store: DeliveryStore,
         sender: Sender,
         compose: Callable[[ClaimedDelivery], Envelope],
         policy: DeliveryPolicy,
@@ -144,7 +204,7 @@ class DeliveryLoop:
         # Only as many sends as the sender can carry are in progress at once (one lane each),
         # so that once the run stops, nothing still queued in front of the sender reaches the
         # relay.
-        self._lanes = max(1, int(getattr(sender, "concurrency", 8)))
+        self._lanes = max(1, sender.concurrency)
         # The first claim is small, until the relay's pace is known (see _fit_claims_to_lease).
         self._claim_size = min(policy.batch_size, self._lanes * policy.record_every)
         self._pending = _Outcomes()
