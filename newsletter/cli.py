@@ -23,6 +23,7 @@ from newsletter.logs import configure_logging
 from newsletter.pipeline import Newsletter, PlanReport
 from newsletter.scheduler import listing_day
 from newsletter.send.engine import DrainReport
+from newsletter.states import DeliveryStatus
 from newsletter.store.engine import redacted
 from newsletter.topics import clean_keywords, load_taxonomy
 
@@ -144,7 +145,7 @@ def subscribers_add(
     app: Newsletter, email: str, topic_slugs: tuple[str, ...], keywords: tuple[str, ...]
 ) -> None:
     """Add (or update) a confirmed subscriber."""
-    record = app.store.upsert_subscriber(
+    record = app.store.subscribers.upsert(
         _email(email), app.taxonomy.validate_slugs(topic_slugs), clean_keywords(keywords)
     )
     click.echo(f"subscribed {record.email} ({_interests(record.topics, record.keywords)})")
@@ -159,7 +160,7 @@ def _interests(topic_slugs: Iterable[str], keywords: Iterable[str]) -> str:
 @with_newsletter
 def subscribers_list(app: Newsletter) -> None:
     """List subscribers with their status and interests."""
-    for s in app.store.subscribers():
+    for s in app.store.subscribers.all():
         click.echo(f"{s.email}\t{s.status}\t{_interests(s.topics, s.keywords)}")
 
 
@@ -168,7 +169,7 @@ def subscribers_list(app: Newsletter) -> None:
 @with_newsletter
 def subscribers_remove(app: Newsletter, email: str) -> None:
     """Delete a subscriber and their history."""
-    if not app.store.delete_subscriber(_email(email)):
+    if not app.store.subscribers.delete(_email(email)):
         raise NewsletterError(f"no subscriber {email}")
     click.echo(f"removed {email}")
 
@@ -191,7 +192,7 @@ def subscribers_import(app: Newsletter, csv_file: Path) -> None:
                 click.echo(f"warning: {csv_file}:{line}: skipped: {exc}", err=True)
                 problems += 1
                 continue
-            app.store.upsert_subscriber(
+            app.store.subscribers.upsert(
                 email, slugs, clean_keywords((row.get("keywords") or "").split(";"))
             )
             added += 1
@@ -204,7 +205,7 @@ def subscribers_export(app: Newsletter) -> None:
     """Write all subscribers as CSV (the import format, plus status) to stdout."""
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(["email", "topics", "keywords", "status"])
-    for s in app.store.subscribers():
+    for s in app.store.subscribers.all():
         writer.writerow([s.email, ";".join(s.topics), ";".join(s.keywords), s.status])
 
 
@@ -248,7 +249,7 @@ def send(app: Newsletter, day: date, dry_run: bool, now: bool, processes: int | 
 
 
 def _print_scheduled(app: Newsletter, day: date) -> None:
-    waiting = app.store.day_summary(day).by_status.get("queued", 0)
+    waiting = app.store.reports.day_summary(day).by_status.get(DeliveryStatus.QUEUED, 0)
     if waiting:
         click.echo(
             f"scheduled for later: {waiting} (due at each subscriber's local delivery hour; "
@@ -262,7 +263,7 @@ def _print_scheduled(app: Newsletter, day: date) -> None:
 @with_newsletter
 def plan(app: Newsletter, day: date, now: bool) -> None:
     """Create a day's deliveries without sending them (a worker sends them when due)."""
-    if not app.store.day_papers(day):
+    if not app.store.papers.day_papers(day):
         app.fetch(day)
     _print_plan(app.plan(day, immediately=now))
     _print_scheduled(app, day)
@@ -368,10 +369,17 @@ def preview(app: Newsletter, email: str, day: date, output: Path | None) -> None
 @with_newsletter
 def status(app: Newsletter, day: date) -> None:
     """A day's run at a glance: planned, sent, retrying, failed, skipped by reason."""
-    summary = app.store.day_summary(day)
+    summary = app.store.reports.day_summary(day)
     total = sum(summary.by_status.values())
     click.echo(f"{day}: {total} deliveries planned, {summary.papers_sent} papers sent")
-    for state in ("sent", "queued", "sending", "retry", "failed", "skipped"):
+    for state in (
+        DeliveryStatus.SENT,
+        DeliveryStatus.QUEUED,
+        DeliveryStatus.SENDING,
+        DeliveryStatus.RETRY,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.SKIPPED,
+    ):
         if summary.by_status.get(state):
             click.echo(f"  {state}: {summary.by_status[state]}")
     for reason, count in sorted(summary.skipped_by_reason.items()):
@@ -385,12 +393,14 @@ def status(app: Newsletter, day: date) -> None:
 @with_newsletter
 def failures(app: Newsletter, day: date) -> None:
     """Who did not get a day's digest, and why."""
-    rows = app.store.undelivered(day)
+    rows = app.store.reports.undelivered(day)
     if not rows:
         click.echo(f"{day}: everyone planned got the digest")
-    for email, state, reason, error, attempts in rows:
-        detail = f" — {error}" if error else ""
-        click.echo(f"{email}\t{state}\t{reason or '-'}\tattempts={attempts}{detail}")
+    for row in rows:
+        detail = f" — {row.detail}" if row.detail else ""
+        click.echo(
+            f"{row.email}\t{row.status}\t{row.reason or '-'}\tattempts={row.attempts}{detail}"
+        )
 
 
 @cli.group()
@@ -401,7 +411,7 @@ def suppressions() -> None:
 @suppressions.command("list")
 @with_newsletter
 def suppressions_list(app: Newsletter) -> None:
-    for row in app.store.suppressions():
+    for row in app.store.suppressions.all():
         click.echo(
             f"{row.email}\t{row.reason}\t{row.created_at:%Y-%m-%d %H:%M}\t{row.detail or ''}"
         )
@@ -412,7 +422,7 @@ def suppressions_list(app: Newsletter) -> None:
 @click.option("--reason", default="manual", show_default=True)
 @with_newsletter
 def suppressions_add(app: Newsletter, email: str, reason: str) -> None:
-    app.store.suppress(_email(email), reason)
+    app.store.suppressions.suppress(_email(email), reason)
     click.echo(f"suppressed {email}")
 
 
@@ -420,7 +430,7 @@ def suppressions_add(app: Newsletter, email: str, reason: str) -> None:
 @click.argument("email")
 @with_newsletter
 def suppressions_remove(app: Newsletter, email: str) -> None:
-    if not app.store.unsuppress(_email(email)):
+    if not app.store.suppressions.unsuppress(_email(email)):
         raise NewsletterError(f"{email} is not suppressed")
     click.echo(f"{email} may be mailed again")
 

@@ -18,6 +18,7 @@ from newsletter.capture import CaptureHandler, CaptureServer
 from newsletter.config import DEMO_SECRET_KEY, load_settings
 from newsletter.errors import NewsletterError
 from newsletter.pipeline import Newsletter, SendReport
+from newsletter.states import DeliveryStatus
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"
 
@@ -72,7 +73,7 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print) -> DemoResult:
             echo(f"database   {workdir / 'newsletter.db'}")
             echo(f"smtp       capture server on 127.0.0.1:{server.port}")
             for email, topics, keywords in DEMO_SUBSCRIBERS:
-                newsletter.store.upsert_subscriber(email, topics, keywords)
+                newsletter.store.subscribers.upsert(email, topics, keywords)
             days = sample_days()
             reports = []
             for day, path in days:
@@ -93,13 +94,17 @@ def _history(newsletter: Newsletter, days: list[date]) -> tuple[dict[str, dict[d
     """Papers per subscriber per day, and how many papers anyone got twice (must be 0)."""
     table: dict[str, dict[date, str]] = {}
     repeats = 0
-    for subscriber in newsletter.store.subscribers():
+    for subscriber in newsletter.store.subscribers.all():
         seen: set[str] = set()
         row: dict[date, str] = {}
-        for day, status, reason, paper_ids in newsletter.store.deliveries_for(subscriber.email):
-            row[day] = str(len(paper_ids)) if status == "sent" else f"- ({reason or status})"
-            repeats += len(seen & set(paper_ids)) if status == "sent" else 0
-            seen.update(paper_ids if status == "sent" else [])
+        for delivery in newsletter.store.reports.deliveries_for(subscriber.email):
+            sent = delivery.status == DeliveryStatus.SENT
+            papers = delivery.paper_ids
+            row[delivery.digest_date] = (
+                str(len(papers)) if sent else f"- ({delivery.reason or delivery.status})"
+            )
+            repeats += len(seen & set(papers)) if sent else 0
+            seen.update(papers if sent else [])
         table[subscriber.email] = row
     return table, repeats
 

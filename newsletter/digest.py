@@ -10,6 +10,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from newsletter.papers import Paper
+from newsletter.records import SubscriberRecord
 from newsletter.states import SkipReason
 from newsletter.topics import Taxonomy, keywords_match, matching_text
 
@@ -24,6 +25,10 @@ class Interests:
     @property
     def everything(self) -> bool:
         return not self.topics and not self.keywords
+
+    @classmethod
+    def of(cls, subscriber: SubscriberRecord) -> Interests:
+        return cls(tuple(subscriber.topics), tuple(subscriber.keywords))
 
 
 @dataclass(frozen=True)

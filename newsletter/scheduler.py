@@ -32,14 +32,14 @@ def daily_run(newsletter: Newsletter, day: date) -> bool:
     A failed fetch is logged and, when an earlier fetch stored the day, planning goes on with
     what is there; with nothing stored the run fails loudly for the operator to see.
     """
-    if newsletter.store.run_planned(day):
+    if newsletter.store.outbox.run_planned(day):
         log.info("%s already planned; nothing to do", day)
         return False
     try:
         fetched = newsletter.fetch(day)
         log.info("%s: fetched %d papers", day, fetched.stored)
     except NewsletterError as exc:
-        if not newsletter.store.day_papers(day):
+        if not newsletter.store.papers.day_papers(day):
             log.error("daily run for %s failed: %s", day, exc)
             raise
         log.warning("fetch for %s failed, planning the stored list: %s", day, exc)
@@ -59,7 +59,7 @@ def missed_run(newsletter: Newsletter, now: datetime) -> date | None:
     if now - scheduled > timedelta(hours=settings.catchup_grace_hours):
         return None
     day = listing_day(scheduled, settings.digest_lag_days)
-    return None if newsletter.store.run_planned(day) else day
+    return None if newsletter.store.outbox.run_planned(day) else day
 
 
 def build_scheduler(newsletter: Newsletter) -> AsyncIOScheduler:
