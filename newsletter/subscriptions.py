@@ -1,0 +1,270 @@
+"""Every action on a subscription, whoever asks: the pages, the JSON API and the CLI.
+
+One service owns each action so that a rule added here holds on every path; callers check
+their own kind of authorisation (a signed link, a CSRF token, shell access) and then come here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol
+
+from newsletter.addresses import normalise_email
+from newsletter.config import Settings
+from newsletter.links import Links
+from newsletter.records import SubscriberRecord
+from newsletter.schedule import valid_timezone
+from newsletter.states import Cadence, SubscriberStatus
+from newsletter.topics import Taxonomy, clean_keywords
+
+
+class SubscriberStore(Protocol):
+    """The subscriber queries the service runs (store.subscribers)."""
+
+    def upsert(
+        self,
+        email: str,
+        topics: Sequence[str],
+        keywords: Sequence[str],
+        status: SubscriberStatus = ...,
+    ) -> SubscriberRecord: ...
+
+    def by_email(self, email: str) -> SubscriberRecord | None: ...
+
+    def by_id(self, subscriber_id: int) -> SubscriberRecord | None: ...
+
+    def all(self) -> list[SubscriberRecord]: ...
+
+    def delete(self, email: str) -> bool: ...
+
+    def delete_by_id(self, subscriber_id: int) -> bool: ...
+
+    def sign_up(
+        self, email: str, topics: Sequence[str], keywords: Sequence[str], cooldown_seconds: int
+    ) -> tuple[SubscriberRecord, bool]: ...
+
+    def release_confirmation(self, subscriber_id: int) -> None: ...
+
+    def confirm(self, subscriber_id: int) -> SubscriberRecord | None: ...
+
+    def update_preferences(
+        self,
+        subscriber_id: int,
+        *,
+        topics: Sequence[str],
+        keywords: Sequence[str],
+        frequency: str,
+        paused: bool,
+        schedule: tuple[str | None, int | None, int | None] | None = None,
+    ) -> SubscriberRecord | None: ...
+
+    def unsubscribe(self, subscriber_id: int) -> SubscriberRecord | None: ...
+
+    def resubscribe(self, subscriber_id: int) -> SubscriberRecord | None: ...
+
+    def export(self, subscriber_id: int) -> dict[str, Any] | None: ...
+
+
+class SuppressionLookup(Protocol):
+    """The one suppression query a sign-up needs (store.suppressions)."""
+
+    def suppressed(self, emails: Iterable[str]) -> set[str]: ...
+
+
+@dataclass(frozen=True)
+class SubscriptionSettings:
+    confirm_cooldown_seconds: int  # at most one confirmation mail per address per cooldown
+    confirm_max_age_seconds: int  # how long a confirmation link works
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SubscriptionSettings:
+        return cls(settings.confirm_cooldown_seconds, settings.confirm_max_age_seconds)
+
+
+class MailKind(StrEnum):
+    CONFIRMATION = "confirmation"  # a new or returning address: confirm to start
+    PREFERENCES = "preferences"  # already subscribed: where the settings are
+
+
+@dataclass(frozen=True)
+class SignUpMail:
+    """Which mail a sign-up sends; the web layer writes and sends it."""
+
+    kind: MailKind
+    to: str
+    url: str
+
+
+@dataclass(frozen=True)
+class SignUp:
+    """What a sign-up led to. The visitor sees the same answer whatever it was."""
+
+    subscriber_id: int
+    mail: SignUpMail | None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a subscriber wants their digest; None in a field means the operator's default."""
+
+    timezone: str | None
+    hour: int | None
+    weekday: int | None
+
+    @classmethod
+    def parse(cls, timezone: object, hour: object, weekday: object) -> Schedule:
+        """From form or JSON values; ValueError says which one is wrong."""
+        zone = str(timezone).strip() if timezone not in (None, "") else None
+        if zone is not None and not valid_timezone(zone):
+            raise ValueError(f"unknown time zone {zone[:64]!r}")
+        return cls(zone, _bounded(hour, 0, 23, "delivery hour"), _bounded(weekday, 0, 6, "weekday"))
+
+
+def split_keywords(raw: str | Sequence[str] | None) -> list[str]:
+    """Keywords from a comma-separated form field or a JSON list."""
+    if raw is None:
+        return []
+    parts = raw.split(",") if isinstance(raw, str) else list(raw)
+    return clean_keywords(parts)
+
+
+def parse_cadence(value: object) -> Cadence:
+    try:
+        return Cadence(str(value))
+    except ValueError:
+        choices = ", ".join(c.value for c in Cadence)
+        raise ValueError(f"frequency must be one of {choices}") from None
+
+
+class Subscriptions:
+    def __init__(
+        self,
+        subscribers: SubscriberStore,
+        suppressions: SuppressionLookup,
+        links: Links,
+        taxonomy: Taxonomy,
+        settings: SubscriptionSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.subscribers = subscribers
+        self.suppressions = suppressions
+        self.links = links
+        self.taxonomy = taxonomy
+        self.settings = settings
+        self._clock = clock
+
+    # -- a visitor, from a form, the API or a mail link --------------------------------------
+
+    def sign_up(self, raw_email: str, topics: Sequence[str], keywords: Sequence[str]) -> SignUp:
+        """Record a sign-up and decide which mail, if any, goes out.
+
+        InvalidAddress and ConfigError (unknown topic) are about what was typed, never about
+        whether the address is known, so they may be shown.
+        """
+        email = normalise_email(raw_email)
+        slugs = self.taxonomy.validate_slugs(topics)
+        record, may_mail = self.subscribers.sign_up(
+            email, slugs, clean_keywords(keywords), self.settings.confirm_cooldown_seconds
+        )
+        if not may_mail or self.suppressions.suppressed([email]):
+            return SignUp(record.id, None)
+        if record.status == SubscriberStatus.PENDING:
+            url = self.links.confirmation(record.id, int(self._clock()))
+            return SignUp(record.id, SignUpMail(MailKind.CONFIRMATION, email, url))
+        if record.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
+            # Already subscribed: remind the owner where their settings are, tell the visitor
+            # nothing different.
+            url = self.links.preferences(record.id)
+            return SignUp(record.id, SignUpMail(MailKind.PREFERENCES, email, url))
+        return SignUp(record.id, None)
+
+    def mail_failed(self, subscriber_id: int) -> None:
+        """A confirmation that never left must not hold the cooldown against the next try."""
+        self.subscribers.release_confirmation(subscriber_id)
+
+    def confirmation_valid(self, token: str) -> bool:
+        return self._confirmed_id(token) is not None
+
+    def confirm(self, token: str) -> SubscriberRecord | None:
+        """The subscriber, active now if they were pending; None for a bad or expired token."""
+        subscriber_id = self._confirmed_id(token)
+        return self.subscribers.confirm(subscriber_id) if subscriber_id is not None else None
+
+    def signed(self, purpose: str, subscriber_id: int, token: str) -> SubscriberRecord | None:
+        """The subscriber a preferences or unsubscribe link belongs to, if the link is genuine."""
+        if not self.links.verify(purpose, str(subscriber_id), token):
+            return None
+        return self.subscribers.by_id(subscriber_id)
+
+    def save_preferences(
+        self,
+        subscriber_id: int,
+        topics: Sequence[str],
+        keywords: Sequence[str],
+        frequency: Cadence | str,
+        paused: bool,
+        schedule: Schedule | None = None,
+    ) -> SubscriberRecord | None:
+        """ValueError (frequency) and ConfigError (topic) say what was wrong with the input."""
+        cadence = parse_cadence(frequency)
+        slugs = self.taxonomy.validate_slugs(topics)
+        return self.subscribers.update_preferences(
+            subscriber_id,
+            topics=slugs,
+            keywords=clean_keywords(keywords),
+            frequency=cadence,
+            paused=paused,
+            schedule=(schedule.timezone, schedule.hour, schedule.weekday) if schedule else None,
+        )
+
+    def unsubscribe(self, subscriber_id: int) -> SubscriberRecord | None:
+        return self.subscribers.unsubscribe(subscriber_id)
+
+    def resubscribe(self, subscriber_id: int) -> SubscriberRecord | None:
+        return self.subscribers.resubscribe(subscriber_id)
+
+    def export(self, subscriber_id: int) -> dict[str, Any] | None:
+        """Everything stored about the subscriber, for "export my data"."""
+        return self.subscribers.export(subscriber_id)
+
+    def delete(self, subscriber_id: int) -> bool:
+        """The subscriber and their delivery history, gone."""
+        return self.subscribers.delete_by_id(subscriber_id)
+
+    # -- the operator, from the CLI -----------------------------------------------------------
+
+    def add(
+        self, raw_email: str, topics: Sequence[str], keywords: Sequence[str]
+    ) -> SubscriberRecord:
+        """Add (or update) a confirmed subscriber; InvalidAddress or ConfigError on bad input."""
+        email = normalise_email(raw_email)
+        slugs = self.taxonomy.validate_slugs(topics)
+        return self.subscribers.upsert(email, slugs, clean_keywords(keywords))
+
+    def remove(self, raw_email: str) -> bool:
+        """Delete by address; False if there was no such subscriber."""
+        return self.subscribers.delete(normalise_email(raw_email))
+
+    def all(self) -> list[SubscriberRecord]:
+        return self.subscribers.all()
+
+    def _confirmed_id(self, token: str) -> int | None:
+        return self.links.check_confirmation(
+            token, int(self._clock()), self.settings.confirm_max_age_seconds
+        )
+
+
+def _bounded(value: object, low: int, high: int, name: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number") from None
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be between {low} and {high}")
+    return number
