@@ -13,7 +13,8 @@ from email.utils import format_datetime, make_msgid
 
 from newsletter.config import Settings
 from newsletter.send.message import Envelope
-from newsletter.send.senders import SmtpSender, smtp_config_from
+from newsletter.send.senders import SmtpConfig, SmtpSender
+from newsletter.subscriptions import MailKind, SignUpMail
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,13 @@ def preferences_message(settings: Settings, to_address: str, preferences_url: st
     )
 
 
+def sign_up_message(settings: Settings, mail: SignUpMail) -> Envelope:
+    """The mail the Subscriptions service decided a sign-up sends."""
+    if mail.kind is MailKind.CONFIRMATION:
+        return confirmation_message(settings, mail.to, mail.url)
+    return preferences_message(settings, mail.to, mail.url)
+
+
 class ConfirmationMailer:
     """Sends confirmation mails on background tasks, one short SMTP session each."""
 
@@ -91,7 +99,7 @@ class ConfirmationMailer:
         task.add_done_callback(self._tasks.discard)
 
     async def _send(self, envelope: Envelope, on_failure: Callable[[], None] | None) -> bool:
-        config = smtp_config_from(self.settings)
+        config = SmtpConfig.from_settings(self.settings)
         config.connections = 1
         sender = SmtpSender(config)
         try:

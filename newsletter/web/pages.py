@@ -1,0 +1,384 @@
+"""The HTML pages: they work without JavaScript, and every form carries a CSRF token.
+
+Every link on a page is built from the configured base URL; the Host header a request arrives
+with is never used for one. Routes are registered in newsletter.web.routes.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import date
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from newsletter.addresses import InvalidAddress
+from newsletter.digest import Pick
+from newsletter.errors import ConfigError, NewsletterError
+from newsletter.records import SubscriberRecord
+from newsletter.render.digest import day_label
+from newsletter.render.views import paper_view
+from newsletter.schedule import timezone_names
+from newsletter.states import Cadence, SubscriberStatus
+from newsletter.subscriptions import Schedule, split_keywords
+from newsletter.web.archive import atom_feed
+from newsletter.web.metrics import render_metrics
+from newsletter.web.security import CSRF_FIELD, client_ip, csrf_valid
+from newsletter.web.site import Site, SiteDep, form_data
+
+log = logging.getLogger(__name__)
+SAMPLE_SIZE = 5
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+SESSION_EXPIRED = "Your session expired; please try again."
+
+# -- subscribe and confirm ---------------------------------------------------------------------
+
+
+async def home(request: Request, site: SiteDep) -> HTMLResponse:
+    return await _home_page(site, request, {}, [])
+
+
+async def _home_page(
+    site: Site, request: Request, form: dict[str, Any], errors: list[str], status_code: int = 200
+) -> HTMLResponse:
+    days = await run_in_threadpool(site.store.papers.listed_days)
+    sample, sample_date = [], None
+    if days:
+        sample_date = days[-1]
+        ranked = await run_in_threadpool(site.ranked, sample_date)
+        sample = [paper_view(Pick(p, ())) for p in ranked[:SAMPLE_SIZE]]
+    return site.page(
+        request,
+        "home.html.j2",
+        status_code,
+        topics=site.topics(),
+        form={
+            "email": form.get("email"),
+            "topics": form.get("topics", []),
+            "keywords": form.get("keywords"),
+        },
+        errors=errors,
+        sample=sample,
+        sample_date=sample_date,
+        sample_day=day_label(sample_date) if sample_date else "",
+    )
+
+
+async def subscribe(request: Request, site: SiteDep) -> HTMLResponse:
+    form = await form_data(request)
+    if not csrf_valid(request, form.get(CSRF_FIELD)):
+        return await _home_page(site, request, form, [SESSION_EXPIRED], 400)
+    if not site.signups.allow(client_ip(request, site.settings.trusted_proxy_hops)):
+        return site.notice(
+            request,
+            "Too many sign-ups",
+            "Too many sign-ups from your network. Please try again later.",
+            status_code=429,
+        )
+    if form.get("website"):  # the honeypot: only bots fill a field nobody can see
+        log.info("honeypot sign-up ignored")
+    else:
+        try:
+            result = await run_in_threadpool(
+                site.subscriptions.sign_up,
+                str(form.get("email", "")),
+                form.get("topics", []),
+                split_keywords(form.get("keywords")),
+            )
+        except (InvalidAddress, ConfigError) as exc:
+            return await _home_page(site, request, form, [str(exc)], 400)
+        site.send_sign_up_mail(result)
+    return site.notice(
+        request,
+        "Check your inbox",
+        "If the address can receive mail, a message is on its way. Open the link in it to "
+        "confirm your subscription.",
+        "Nothing arrives? Look in the spam folder, or try again in a few minutes.",
+    )
+
+
+async def confirm_page(request: Request, token: str, site: SiteDep) -> HTMLResponse:
+    # A GET only shows the button: mail scanners follow links and must not confirm.
+    if not site.subscriptions.confirmation_valid(token):
+        return _expired_link(site, request)
+    return site.notice(
+        request,
+        "Confirm your subscription",
+        "One more click and the first digest arrives tomorrow morning.",
+        action=f"{site.links.base_url}/confirm/{token}",
+        button="Confirm my subscription",
+    )
+
+
+async def confirm(request: Request, token: str, site: SiteDep) -> Response:
+    form = await form_data(request)
+    if not csrf_valid(request, form.get(CSRF_FIELD)):
+        return site.notice(
+            request,
+            "Please press the button again",
+            "Your session expired.",
+            status_code=400,
+            action=f"{site.links.base_url}/confirm/{token}",
+            button="Confirm my subscription",
+        )
+    record = await run_in_threadpool(site.subscriptions.confirm, token)
+    if record is None:
+        return _expired_link(site, request)
+    return RedirectResponse(site.links.preferences(record.id) + "?welcome=1", status_code=303)
+
+
+# -- preferences, export, delete ---------------------------------------------------------------
+
+
+async def preferences(
+    request: Request, subscriber_id: int, token: str, site: SiteDep
+) -> HTMLResponse:
+    record = await site.signed("preferences", subscriber_id, token)
+    if record is None:
+        return _not_found(site, request)
+    return _preferences_page(
+        site,
+        request,
+        record,
+        saved=bool(request.query_params.get("saved")),
+        welcome=bool(request.query_params.get("welcome")),
+    )
+
+
+async def save_preferences(
+    request: Request, subscriber_id: int, token: str, site: SiteDep
+) -> Response:
+    checked = await _preferences_form(site, request, subscriber_id, token)
+    if isinstance(checked, Response):
+        return checked
+    record, form = checked
+    try:
+        await run_in_threadpool(
+            site.subscriptions.save_preferences,
+            subscriber_id,
+            form.get("topics", []),
+            split_keywords(form.get("keywords")),
+            str(form.get("frequency") or Cadence.DAILY),
+            bool(form.get("paused")),
+            Schedule.parse(form.get("timezone"), form.get("hour"), form.get("weekday")),
+        )
+    except (ConfigError, ValueError) as exc:
+        return _preferences_page(site, request, record, errors=[str(exc)], status_code=400)
+    return RedirectResponse(site.links.preferences(subscriber_id) + "?saved=1", status_code=303)
+
+
+async def export(subscriber_id: int, token: str, site: SiteDep) -> Response:
+    record = await site.signed("preferences", subscriber_id, token)
+    data = await run_in_threadpool(site.subscriptions.export, subscriber_id) if record else None
+    if data is None:
+        return JSONResponse({"detail": "not found"}, status_code=404)
+    return JSONResponse(
+        data, headers={"Content-Disposition": 'attachment; filename="my-newsletter-data.json"'}
+    )
+
+
+async def delete(request: Request, subscriber_id: int, token: str, site: SiteDep) -> HTMLResponse:
+    checked = await _preferences_form(site, request, subscriber_id, token)
+    if isinstance(checked, HTMLResponse):
+        return checked
+    await run_in_threadpool(site.subscriptions.delete, subscriber_id)
+    return site.notice(
+        request,
+        "Your data is deleted",
+        "Your address, preferences and delivery history are gone.",
+        extra_link={"url": site.links.home(), "label": "Back to the home page"},
+    )
+
+
+def _preferences_page(
+    site: Site,
+    request: Request,
+    record: SubscriberRecord,
+    saved: bool = False,
+    welcome: bool = False,
+    errors: list[str] | None = None,
+    status_code: int = 200,
+) -> HTMLResponse:
+    links, settings = site.links, site.settings
+    base = links.preferences(record.id)
+    return site.page(
+        request,
+        "preferences.html.j2",
+        status_code,
+        subscriber=record,
+        topics=site.topics(),
+        action=base,
+        export_url=f"{base}/export",
+        delete_url=f"{base}/delete",
+        unsubscribe_url=links.unsubscribe(record.id),
+        weekdays=WEEKDAYS,
+        timezones=timezone_names(),
+        chosen_timezone=record.timezone or settings.default_timezone,
+        chosen_hour=record.delivery_hour
+        if record.delivery_hour is not None
+        else settings.default_delivery_hour,
+        chosen_weekday=record.weekday if record.weekday is not None else settings.weekly_weekday,
+        saved=saved,
+        welcome=welcome,
+        errors=errors or [],
+    )
+
+
+async def _preferences_form(
+    site: Site, request: Request, subscriber_id: int, token: str
+) -> tuple[SubscriberRecord, dict[str, Any]] | HTMLResponse:
+    """A form posted from the preferences page: its signed link and its CSRF token checked,
+    or the page to answer with instead."""
+    record = await site.signed("preferences", subscriber_id, token)
+    if record is None:
+        return _not_found(site, request)
+    form = await form_data(request)
+    if not csrf_valid(request, form.get(CSRF_FIELD)):
+        return _preferences_page(site, request, record, errors=[SESSION_EXPIRED], status_code=400)
+    return record, form
+
+
+# -- unsubscribe and resubscribe ---------------------------------------------------------------
+
+
+async def unsubscribe_page(
+    request: Request, subscriber_id: int, token: str, site: SiteDep
+) -> HTMLResponse:
+    record = await site.signed("unsubscribe", subscriber_id, token)
+    if record is None:
+        return _not_found(site, request)
+    if record.status == SubscriberStatus.UNSUBSCRIBED:
+        return _unsubscribed_notice(site, request, subscriber_id)
+    return site.notice(
+        request,
+        "Unsubscribe?",
+        f"{record.email} will get no more digests.",
+        action=site.links.unsubscribe(subscriber_id),
+        button="Unsubscribe",
+    )
+
+
+async def unsubscribe(
+    request: Request, subscriber_id: int, token: str, site: SiteDep
+) -> HTMLResponse:
+    # RFC 8058 one-click: the mail client POSTs "List-Unsubscribe=One-Click" with no cookie
+    # and must get a 2xx without a redirect. The signed URL is the authorisation, so the
+    # same handler serves the page's button.
+    record = await site.signed("unsubscribe", subscriber_id, token)
+    if record is None:
+        return _not_found(site, request)
+    await run_in_threadpool(site.subscriptions.unsubscribe, subscriber_id)
+    return _unsubscribed_notice(site, request, subscriber_id)
+
+
+async def resubscribe(
+    request: Request, subscriber_id: int, token: str, site: SiteDep
+) -> HTMLResponse:
+    record = await site.signed("unsubscribe", subscriber_id, token)
+    form = await form_data(request)
+    if record is None or not csrf_valid(request, form.get(CSRF_FIELD)):
+        return _not_found(site, request)
+    await run_in_threadpool(site.subscriptions.resubscribe, subscriber_id)
+    return site.notice(
+        request,
+        "Welcome back",
+        "Your digests start again tomorrow.",
+        extra_link={
+            "url": site.links.preferences(subscriber_id),
+            "label": "Review your preferences",
+        },
+    )
+
+
+def _unsubscribed_notice(site: Site, request: Request, subscriber_id: int) -> HTMLResponse:
+    token = site.links.token("unsubscribe", str(subscriber_id))
+    return site.notice(
+        request,
+        "You are unsubscribed",
+        "No more digests will be sent to this address.",
+        "Changed your mind?",
+        action=f"{site.links.base_url}/resubscribe/{subscriber_id}/{token}",
+        button="Resubscribe",
+        button_class="secondary",
+    )
+
+
+# -- reading: the web version, the archive ----------------------------------------------------
+
+
+async def web_version(
+    request: Request, day: date, subscriber_id: int, token: str, site: SiteDep
+) -> HTMLResponse:
+    if not site.links.verify("view", f"{subscriber_id}/{day.isoformat()}", token):
+        return _not_found(site, request)
+    html = await run_in_threadpool(site.newsletter.web_version, subscriber_id, day)
+    return HTMLResponse(html) if html is not None else _not_found(site, request)
+
+
+async def archive(request: Request, site: SiteDep) -> HTMLResponse:
+    days = await run_in_threadpool(site.store.papers.listed_days)
+    return site.page(request, "archive.html.j2", days=list(reversed(days)), day_label=day_label)
+
+
+async def archive_feed(site: SiteDep) -> Response:
+    days = await run_in_threadpool(site.store.papers.listed_days)
+    recent = list(reversed(days))[:30]
+    papers = {d: await run_in_threadpool(site.ranked, d) for d in recent}
+    return Response(
+        atom_feed(site.settings.newsletter_name, site.links, papers),
+        media_type="application/atom+xml",
+    )
+
+
+async def archive_day(request: Request, day: date, site: SiteDep) -> HTMLResponse:
+    ranked = await run_in_threadpool(site.ranked, day)
+    if not ranked:
+        return _not_found(site, request)
+    return site.page(
+        request,
+        "archive_day.html.j2",
+        day_text=day_label(day),
+        papers=[paper_view(Pick(p, ())) for p in ranked],
+    )
+
+
+# -- operations -------------------------------------------------------------------------------
+
+
+async def healthz(site: SiteDep) -> JSONResponse:
+    # Healthy means the database answers: a web process without it can serve nothing.
+    try:
+        await run_in_threadpool(site.store.papers.listed_days)
+    except NewsletterError as exc:
+        return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+async def metrics(site: SiteDep) -> Response:
+    snapshot = await run_in_threadpool(site.store.reports.metrics)
+    return Response(render_metrics(snapshot), media_type="text/plain; version=0.0.4")
+
+
+# -- answers shared by several pages ----------------------------------------------------------
+
+
+def _not_found(site: Site, request: Request) -> HTMLResponse:
+    return site.notice(
+        request,
+        "Link not found",
+        "This link is not valid. It may have been mistyped or cut short by your mail program.",
+        status_code=404,
+        extra_link={"url": site.links.home(), "label": "Go to the home page"},
+    )
+
+
+def _expired_link(site: Site, request: Request) -> HTMLResponse:
+    return site.notice(
+        request,
+        "This link has expired",
+        "Confirmation links work for a limited time. Subscribe again to get a fresh one.",
+        status_code=400,
+        extra_link={"url": site.links.home(), "label": "Subscribe again"},
+    )
