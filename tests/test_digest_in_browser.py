@@ -18,8 +18,8 @@ def test_digest_fits_a_phone_and_links_only_to_https(
 ) -> None:
     app = make_newsletter()
     app.fetch(DAY, str(SAMPLE_DATA / f"{DAY}.json"))
-    app.store.upsert_subscriber("reader@example.org", ["compilers", "code-generation"], [])
-    subscriber = app.store.subscriber("reader@example.org")
+    app.store.subscribers.upsert("reader@example.org", ["compilers", "code-generation"], [])
+    subscriber = app.store.subscribers.by_email("reader@example.org")
     assert subscriber is not None
     expected = len(app.selection_for(subscriber, app.day_papers(DAY), set()).picks)
     assert expected > 1

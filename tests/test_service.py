@@ -23,11 +23,11 @@ SAMPLE = str(SAMPLE_DATA / "2026-02-11.json")
 
 def test_the_daily_run_plans_a_day_once(make_newsletter: Callable[..., Newsletter]) -> None:
     app = make_newsletter(source=SAMPLE)
-    app.store.upsert_subscriber("reader@example.org", [], [])
+    app.store.subscribers.upsert("reader@example.org", [], [])
     day = date(2026, 2, 11)
     assert daily_run(app, day) is True
     assert daily_run(app, day) is False  # a second scheduler, a restart: nothing more
-    assert sum(app.store.day_summary(day).by_status.values()) == 1
+    assert sum(app.store.reports.day_summary(day).by_status.values()) == 1
 
 
 def test_a_missed_run_is_caught_up_once_within_the_grace_window(
@@ -54,7 +54,7 @@ def test_run_serves_the_app_and_delivers_what_its_scheduler_planned(
     port = free_port()
     now = datetime.now(UTC)
     app = make_newsletter(smtp_port=smtp_server.port, base_url=f"http://127.0.0.1:{port}")
-    app.store.upsert_subscriber("reader@example.org", [], [])
+    app.store.subscribers.upsert("reader@example.org", [], [])
     # The scheduled time passed an hour ago without a run: start-up catches it up.
     env = cli_env(
         app.settings,

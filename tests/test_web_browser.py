@@ -222,7 +222,7 @@ class Site:
         return report.plan.queued
 
     def status(self, email: str) -> str | None:
-        record = self.newsletter.store.subscriber(email)
+        record = self.newsletter.store.subscribers.by_email(email)
         return None if record is None else str(record.status)
 
 
@@ -358,7 +358,7 @@ def test_whole_journey_in_the_browser(
     assert page.get_by_text("Saved.").is_visible()
     assert page.get_by_label(DATABASES, exact=True).is_checked()
     assert not page.get_by_label(DIFFUSION, exact=True).is_checked()
-    record = site.newsletter.store.subscriber(email)
+    record = site.newsletter.store.subscribers.by_email(email)
     assert record is not None and record.topics == ("compilers", "databases")
     camera.shoot("preferences-saved")
 
@@ -431,7 +431,7 @@ def test_subscribe_works_without_javascript_and_the_honeypot_is_hidden(
     page.get_by_role("button", name="Subscribe").click()
     page.get_by_role("heading", name="Check your inbox").wait_for()
     assert site.wait_for_mail(1)[0].recipients == ["no-js@example.org"]
-    record = site.newsletter.store.subscriber("no-js@example.org")
+    record = site.newsletter.store.subscribers.by_email("no-js@example.org")
     assert record is not None and record.topics == ("databases",)
     assert record.status == "pending"
 
@@ -443,7 +443,7 @@ def test_digest_web_version_text_contrast(
     path = tmp_path / "day.json"
     path.write_text(json.dumps(DAYS[DAY_ONE]), encoding="utf-8")
     app.fetch(DAY_ONE, str(path))
-    app.store.upsert_subscriber("contrast@example.org", ["compilers"], [])
+    app.store.subscribers.upsert("contrast@example.org", ["compilers"], [])
     page = browser.new_page(viewport={"width": PHONE.width, "height": PHONE.height})
     page.set_content(app.preview("contrast@example.org", DAY_ONE).html, wait_until="load")
     audit = audit_page(page)

@@ -124,10 +124,10 @@ def test_sign_up_confirm_receive_and_one_click_unsubscribe(site: Site, tmp_path:
     # A GET (what a mail scanner does) only shows the button.
     page = site.client.get(confirm_url)
     assert page.status_code == 200 and "<form" in page.text
-    assert site.newsletter.store.subscriber("reader@example.org").status == "pending"
+    assert site.newsletter.store.subscribers.by_email("reader@example.org").status == "pending"
     confirmed = site.client.post(confirm_url, data={"csrf_token": form_token(page.text)})
     assert confirmed.status_code == 303
-    assert site.newsletter.store.subscriber("reader@example.org").status == "active"
+    assert site.newsletter.store.subscribers.by_email("reader@example.org").status == "active"
 
     site.publish(DAY_ONE, tmp_path)
     digest = site.wait_for_mail(2)[1].parsed()
@@ -143,49 +143,49 @@ def test_sign_up_confirm_receive_and_one_click_unsubscribe(site: Site, tmp_path:
         unsubscribe_url, data={"List-Unsubscribe": "One-Click"}, follow_redirects=False
     )
     assert one_click.status_code == 200
-    assert site.newsletter.store.subscriber("reader@example.org").status == "unsubscribed"
+    assert site.newsletter.store.subscribers.by_email("reader@example.org").status == "unsubscribed"
     site.publish(DAY_TWO, tmp_path)
     assert len(site.wait_for_mail(3, timeout=1)) == 2, "mail sent after unsubscribing"
 
 
 def test_one_click_accepts_multipart_bodies(site: Site) -> None:
-    record = site.newsletter.store.upsert_subscriber("multi@example.org", [], [])
+    record = site.newsletter.store.subscribers.upsert("multi@example.org", [], [])
     url = site.newsletter.links.unsubscribe(record.id)
     answer = httpx.post(
         url, files={"List-Unsubscribe": (None, "One-Click")}, follow_redirects=False
     )
     assert answer.status_code == 200
-    assert site.newsletter.store.subscriber("multi@example.org").status == "unsubscribed"
+    assert site.newsletter.store.subscribers.by_email("multi@example.org").status == "unsubscribed"
 
 
 def test_get_on_unsubscribe_link_changes_nothing_and_offers_resubscribe(site: Site) -> None:
-    record = site.newsletter.store.upsert_subscriber("keep@example.org", [], [])
+    record = site.newsletter.store.subscribers.upsert("keep@example.org", [], [])
     url = site.newsletter.links.unsubscribe(record.id)
     page = site.client.get(url)
     assert page.status_code == 200 and "<form" in page.text
-    assert site.newsletter.store.subscriber("keep@example.org").status == "active"
+    assert site.newsletter.store.subscribers.by_email("keep@example.org").status == "active"
     done = site.client.post(url, data={"csrf_token": form_token(page.text)})
     assert "Resubscribe" in done.text
     resubscribe = re.search(r'action="([^"]+/resubscribe/[^"]+)"', done.text)
     assert resubscribe
     site.client.post(resubscribe.group(1), data={"csrf_token": form_token(done.text)})
-    assert site.newsletter.store.subscriber("keep@example.org").status == "active"
+    assert site.newsletter.store.subscribers.by_email("keep@example.org").status == "active"
 
 
 def test_forged_links_and_tokens_are_refused(site: Site) -> None:
-    record = site.newsletter.store.upsert_subscriber("victim@example.org", [], [])
+    record = site.newsletter.store.subscribers.upsert("victim@example.org", [], [])
     forged = f"{site.base}/unsubscribe/{record.id}/AAAAAAAAAAAAAAAAAAAAAAAA"
     assert httpx.post(forged, data={"List-Unsubscribe": "One-Click"}).status_code == 404
     assert site.client.get(f"/preferences/{record.id}/nope").status_code == 404
     assert site.client.get(f"/confirm/{record.id}.1.forged").status_code == 400
-    assert site.newsletter.store.subscriber("victim@example.org").status == "active"
+    assert site.newsletter.store.subscribers.by_email("victim@example.org").status == "active"
 
 
 def test_known_addresses_answer_exactly_like_new_ones(site: Site) -> None:
     store = site.newsletter.store
-    store.upsert_subscriber("active@example.org", ["compilers"], [])
-    store.upsert_subscriber("gone@example.org", [], [])
-    store.set_subscriber_status("gone@example.org", SubscriberStatus.UNSUBSCRIBED)
+    store.subscribers.upsert("active@example.org", ["compilers"], [])
+    store.subscribers.upsert("gone@example.org", [], [])
+    store.subscribers.set_status("gone@example.org", SubscriberStatus.UNSUBSCRIBED)
     sign_up(site.client, "pending@example.org")
 
     def answer(email: str) -> tuple[int, str]:
@@ -196,7 +196,7 @@ def test_known_addresses_answer_exactly_like_new_ones(site: Site) -> None:
     for email in ("active@example.org", "gone@example.org", "pending@example.org"):
         assert answer(email) == new, email
     # The active subscriber's interests were not changed by a stranger's sign-up.
-    assert store.subscriber("active@example.org").topics == ("compilers",)
+    assert store.subscribers.by_email("active@example.org").topics == ("compilers",)
 
 
 def test_host_header_never_reaches_a_link(site: Site) -> None:
@@ -228,13 +228,13 @@ def test_honeypot_sign_ups_send_nothing(site: Site) -> None:
     assert "Check your inbox" in answer.text
     time.sleep(0.3)
     assert site.smtp.messages == []
-    assert site.newsletter.store.subscriber("bot@example.org") is None
+    assert site.newsletter.store.subscribers.by_email("bot@example.org") is None
 
 
 def test_missing_csrf_token_is_refused(site: Site) -> None:
     answer = site.client.post("/subscribe", data={"email": "nocsrf@example.org"})
     assert answer.status_code == 400
-    assert site.newsletter.store.subscriber("nocsrf@example.org") is None
+    assert site.newsletter.store.subscribers.by_email("nocsrf@example.org") is None
 
 
 def test_per_ip_limit(make_settings: Callable[..., Settings], smtp_server: CaptureServer) -> None:
@@ -249,7 +249,7 @@ def test_per_ip_limit(make_settings: Callable[..., Settings], smtp_server: Captu
 
 
 def test_preferences_export_and_delete(site: Site) -> None:
-    record = site.newsletter.store.upsert_subscriber("prefs@example.org", [], [])
+    record = site.newsletter.store.subscribers.upsert("prefs@example.org", [], [])
     url = site.newsletter.links.preferences(record.id)
     page = site.client.get(url)
     assert page.status_code == 200
@@ -267,7 +267,7 @@ def test_preferences_export_and_delete(site: Site) -> None:
         },
     )
     assert saved.status_code == 303
-    after = site.newsletter.store.subscriber("prefs@example.org")
+    after = site.newsletter.store.subscribers.by_email("prefs@example.org")
     assert after.topics == ("compilers", "llm-inference")
     assert after.keywords == ("mlir", "sparse")
     assert after.frequency == "weekly" and after.status == "paused"
@@ -288,10 +288,10 @@ def test_preferences_export_and_delete(site: Site) -> None:
     assert exported["email"] == "prefs@example.org" and exported["frequency"] == "weekly"
     forged = httpx.post(f"{url}/delete", data={"csrf_token": "x" * 43})  # another site's form
     assert forged.status_code == 400 and "session expired" in forged.text
-    assert site.newsletter.store.subscriber("prefs@example.org") is not None
+    assert site.newsletter.store.subscribers.by_email("prefs@example.org") is not None
     page = site.client.get(url)
     site.client.post(f"{url}/delete", data={"csrf_token": form_token(page.text)})
-    assert site.newsletter.store.subscriber("prefs@example.org") is None
+    assert site.newsletter.store.subscribers.by_email("prefs@example.org") is None
 
 
 def test_json_api_journey_and_openapi(site: Site) -> None:
@@ -311,7 +311,7 @@ def test_json_api_journey_and_openapi(site: Site) -> None:
     confirmed = api.post("/api/confirm", json={"token": token})
     assert confirmed.status_code == 200 and confirmed.json()["status"] == "active"
     assert api.post("/api/confirm", json={"token": token + "x"}).status_code == 400
-    record = site.newsletter.store.subscriber("api@example.org")
+    record = site.newsletter.store.subscribers.by_email("api@example.org")
     prefs = site.newsletter.links.preferences(record.id).replace(site.base, "/api")
     updated = api.put(
         prefs, json={"topics": ["llm-inference"], "keywords": ["KV cache"], "frequency": "daily"}
@@ -328,7 +328,7 @@ def test_json_api_journey_and_openapi(site: Site) -> None:
 
 
 def test_archive_web_version_and_feed(site: Site, tmp_path: object) -> None:
-    record = site.newsletter.store.upsert_subscriber("viewer@example.org", ["compilers"], [])
+    record = site.newsletter.store.subscribers.upsert("viewer@example.org", ["compilers"], [])
     site.publish(DAY_ONE, tmp_path)
     archive = site.client.get("/archive")
     assert f"/archive/{DAY_ONE}" in archive.text
