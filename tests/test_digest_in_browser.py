@@ -21,7 +21,7 @@ def test_digest_fits_a_phone_and_links_only_to_https(
     app.store.subscribers.upsert("reader@example.org", ["compilers", "code-generation"], [])
     subscriber = app.store.subscribers.by_email("reader@example.org")
     assert subscriber is not None
-    expected = len(app.selection_for(subscriber, app.day_papers(DAY), set()).picks)
+    expected = len(app.planner.selection_for(subscriber, app.planner.day_papers(DAY), set()).picks)
     assert expected > 1
     html = app.preview("reader@example.org", DAY).html
     os.makedirs(ARTIFACTS, exist_ok=True)
