@@ -206,6 +206,8 @@ def apply_bounces(
                 report.not_applied[recipient.kind] += 1
                 continue
             report.hard.append(recipient.recipient)
-            if store.record_bounce(recipient.recipient, recipient.detail(), hard_bounce_limit):
+            if store.suppressions.record_bounce(
+                recipient.recipient, recipient.detail(), hard_bounce_limit
+            ):
                 report.suppressed += 1
     return report

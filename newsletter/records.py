@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from datetime import date, datetime
+from typing import NamedTuple
 
 from newsletter.states import Cadence, DeliveryStatus, SubscriberStatus
 
@@ -64,3 +65,43 @@ class DaySummary:
     skipped_by_reason: Counter[str]
     failed_by_reason: Counter[str]
     papers_sent: int
+
+
+@dataclass(frozen=True)
+class SuppressionRecord:
+    """An address never mailed again, and why."""
+
+    email: str
+    reason: str
+    detail: str | None
+    created_at: datetime
+
+
+# The three below are tuples as well as records: callers that unpack them positionally (report
+# loops, `planned[1]`) keep working while others read them by name.
+
+
+class Undelivered(NamedTuple):
+    """A subscriber who did not get a day's digest, and why."""
+
+    email: str
+    status: DeliveryStatus
+    reason: str | None
+    detail: str | None  # the last error the relay gave
+    attempts: int
+
+
+class DeliveryHistory(NamedTuple):
+    """One day's delivery to a subscriber."""
+
+    digest_date: date
+    status: DeliveryStatus
+    reason: str | None
+    paper_ids: list[str]
+
+
+class PlannedDigest(NamedTuple):
+    """The digest planned for a subscriber on a day (for previews and the web version)."""
+
+    status: DeliveryStatus
+    paper_ids: list[str]
