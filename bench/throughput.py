@@ -199,19 +199,22 @@ def day_list() -> list[Any]:
 
 
 def populate(url: str, n: int, history_days: int) -> dict[str, Any]:
+    from bench.loaders import bulk_add_history, bulk_add_subscribers
     from newsletter.store import Store
 
     store = Store(url)
     store.upgrade()
     papers = day_list()
-    store.store_day(DAY, papers)
+    store.papers.store_day(DAY, papers)
     rng = random.Random(42)
     choices = profiles()
     # Subscribers pick a profile at random, so neighbours in id order rarely share a digest.
     picks = [rng.randrange(len(choices)) for _ in range(n)]
     started = time.monotonic()
-    store.bulk_add_subscribers((f"reader{i}@example.org", *choices[p]) for i, p in enumerate(picks))
-    first = store.subscriber("reader0@example.org")
+    bulk_add_subscribers(
+        store, ((f"reader{i}@example.org", *choices[p]) for i, p in enumerate(picks))
+    )
+    first = store.subscribers.by_email("reader0@example.org")
     assert first is not None
     first_id = first.id
     history_rows = 0
@@ -234,7 +237,7 @@ def populate(url: str, n: int, history_days: int) -> dict[str, Any]:
                     past.append(today_ids[i % 3])
                 yield first_id + i, list(dict.fromkeys(past))
 
-        history_rows = store.bulk_add_history(DAY - timedelta(days=1), history())
+        history_rows = bulk_add_history(store, DAY - timedelta(days=1), history())
     seconds = time.monotonic() - started
     store.close()
     return {"papers": len(papers), "history_rows": history_rows, "load_seconds": seconds}
@@ -393,7 +396,7 @@ def send_once(run: Run, url: str, sink: Sink, client: str, ceiling_messages: int
 
     app = Newsletter(settings_for(url, sink.port, client, run.processes))
     sizes: list[int] = []
-    compose = app.compose
+    compose = app.composer.compose
 
     def measured(delivery: Any) -> Any:
         envelope = compose(delivery)
@@ -401,7 +404,7 @@ def send_once(run: Run, url: str, sink: Sink, client: str, ceiling_messages: int
             sizes.append(len(envelope.data))
         return envelope
 
-    app.compose = measured  # type: ignore[method-assign]
+    app.composer.compose = measured  # type: ignore[method-assign]
     reset_peak_rss()
     helpers = HelperPeaks({sink.proc.pid})
     helpers.start()
@@ -409,7 +412,7 @@ def send_once(run: Run, url: str, sink: Sink, client: str, ceiling_messages: int
     report = asyncio.run(app.send(DAY, now=True))
     wall = time.monotonic() - started
     helper_peak = helpers.stop()
-    cache = app.cached_renderer
+    cache = app.composer.cached_renderer
     app.close()
     run.size = int(statistics.mean(sizes)) if sizes else 0
     run.distinct, run.hits = cache.misses, cache.hits
