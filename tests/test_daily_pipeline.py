@@ -12,6 +12,7 @@ from newsletter.capture import CaptureHandler, CaptureServer
 from newsletter.pipeline import Newsletter
 from newsletter.send.senders import MemorySender
 from tests.conftest import SAMPLE_DATA
+from tests.loaders import bulk_add_subscribers
 
 DAYS = [date(2026, 2, 11), date(2026, 2, 12), date(2026, 2, 13)]
 
@@ -26,9 +27,9 @@ def test_three_overlapping_days_reach_each_subscriber_once_per_paper(
     make_newsletter: Callable[..., Newsletter], smtp_server: CaptureServer, database_url: str
 ) -> None:
     app = make_newsletter(database_url=database_url, smtp_port=smtp_server.port)
-    app.store.upsert_subscriber("ada@example.org", ["compilers"], [])
-    app.store.upsert_subscriber("top@example.org", [], [])
-    app.store.upsert_subscriber("db@example.org", [], ["query"])
+    app.store.subscribers.upsert("ada@example.org", ["compilers"], [])
+    app.store.subscribers.upsert("top@example.org", [], [])
+    app.store.subscribers.upsert("db@example.org", [], ["query"])
 
     received: dict[str, list[set[str]]] = defaultdict(list)
     for day in DAYS:
@@ -48,7 +49,7 @@ def test_three_overlapping_days_reach_each_subscriber_once_per_paper(
     assert all(len(d) == 10 for d in received["top@example.org"][:2])
     # "query" matches one paper on the first day only: later days are recorded skips, no mail.
     assert len(received["db@example.org"]) == 1
-    summary = app.store.day_summary(DAYS[1])
+    summary = app.store.reports.day_summary(DAYS[1])
     assert summary.skipped_by_reason["no_matching_papers"] == 1
 
     # Re-running a day sends nothing new.
@@ -82,7 +83,7 @@ def test_concurrent_fetches_of_overlapping_days_store_every_paper_once(
         thread.join()
     other.close()
     assert errors == []
-    first, second = app.store.day_papers(DAYS[0]), app.store.day_papers(DAYS[1])
+    first, second = app.store.papers.day_papers(DAYS[0]), app.store.papers.day_papers(DAYS[1])
     assert len(first) == 25 and len(second) == 25
     assert len({p.id for p in first} & {p.id for p in second}) == 10
 
@@ -108,8 +109,9 @@ def test_send_in_three_processes_delivers_every_digest_exactly_once(
             database_url=database_url, smtp_port=server.port, smtp_connections=2, batch_size=200
         )
         topics = [[], ["compilers"], ["agents"], ["reasoning", "llm-inference"]]
-        app.store.bulk_add_subscribers(
-            (f"reader{i}@example.org", topics[i % len(topics)], []) for i in range(1500)
+        bulk_add_subscribers(
+            app.store,
+            ((f"reader{i}@example.org", topics[i % len(topics)], []) for i in range(1500)),
         )
         day = DAYS[2]
         app.fetch(day, str(SAMPLE_DATA / f"{day}.json"))
@@ -122,14 +124,14 @@ def test_send_in_three_processes_delivers_every_digest_exactly_once(
     assert len(set(recipients)) == len(recipients), "a subscriber got the digest twice"
     # Each process keeps its own 2 connections: more than 2 means others sent too.
     assert len(set(handler.peers)) > 2
-    assert app.store.day_summary(day).by_status["sent"] == report.plan.queued
+    assert app.store.reports.day_summary(day).by_status["sent"] == report.plan.queued
 
 
 def test_a_drain_waits_for_the_deliveries_of_a_plan_still_running(
     make_newsletter: Callable[..., Newsletter], database_url: str
 ) -> None:
     app = make_newsletter(database_url=database_url)
-    app.store.bulk_add_subscribers((f"reader{i}@example.org", [], []) for i in range(50))
+    bulk_add_subscribers(app.store, ((f"reader{i}@example.org", [], []) for i in range(50)))
     day = DAYS[0]
     app.fetch(day, str(SAMPLE_DATA / f"{day}.json"))
     sender = MemorySender()

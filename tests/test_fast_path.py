@@ -45,7 +45,7 @@ ADDRESSES = ["ada@example.org", "o'brien&co@example.org", "x+tag@example.org"]
 def app(make_newsletter: Callable[..., Newsletter]) -> Newsletter:
     newsletter = make_newsletter()
     result, _ = localfile.read(SAMPLE_DATA / "2026-02-13.json")
-    newsletter.store.store_day(DAY, result.papers)
+    newsletter.store.papers.store_day(DAY, result.papers)
     return newsletter
 
 

@@ -304,7 +304,7 @@ def test_a_rendered_digest_reaches_the_reader_byte_for_byte(
 ) -> None:
     app = make_newsletter()
     app.fetch(DAY, str(SAMPLE_DATA / f"{DAY}.json"))
-    app.store.upsert_subscriber("ada@example.org", [], [])
+    app.store.subscribers.upsert("ada@example.org", [], [])
     rendered = app.preview("ada@example.org", DAY)
     assert max(len(line) for line in rendered.html.splitlines()) > 998  # MRML's one-line body
 

@@ -61,13 +61,13 @@ def test_0004_keys_the_sent_log_by_paper_without_foreign_keys_and_keeps_its_rows
         assert "ix_sent_papers_delivery_id" in {
             index["name"] for index in inspect(store.engine).get_indexes("sent_papers")
         }
-        assert store.already_sent([1], ["2602.00001", "2602.00002"]) == {1: {"2602.00001"}}
+        assert store.outbox.already_sent([1], ["2602.00001", "2602.00002"]) == {1: {"2602.00001"}}
         downgrade(store, "0003")
         assert len(inspect(store.engine).get_foreign_keys("sent_papers")) == 2
-        assert store.already_sent([1], ["2602.00001"]) == {1: {"2602.00001"}}
+        assert store.outbox.already_sent([1], ["2602.00001"]) == {1: {"2602.00001"}}
         store.upgrade()
         # Deleting a subscriber still takes their sent log with them, now without a cascade.
-        assert store.delete_subscriber("ada@example.org")
+        assert store.subscribers.delete("ada@example.org")
         with store.engine.connect() as conn:
             assert conn.scalar(text("SELECT count(*) FROM sent_papers")) == 0
     finally:

@@ -83,7 +83,7 @@ def app(make_newsletter: Callable[..., Newsletter]) -> Newsletter:
 def hostile(app: Newsletter, tmp_path: Path) -> RenderedDigest:
     """The digest of a keyword subscriber whose interests match every hostile paper."""
     stored_day(app, HOSTILE_DAY, hostile_day(str(HOSTILE_DAY)), tmp_path)
-    app.store.upsert_subscriber(READER, [], ["compiler", "quantization"])
+    app.store.subscribers.upsert(READER, [], ["compiler", "quantization"])
     return app.preview(READER, HOSTILE_DAY)
 
 
@@ -164,7 +164,7 @@ def test_long_author_lists_show_the_first_three_and_et_al(hostile: RenderedDiges
 
 def test_code_link_shows_the_repository_stars(app: Newsletter) -> None:
     app.fetch(SAMPLE_DAY, str(SAMPLE_DATA / f"{SAMPLE_DAY}.json"))
-    app.store.upsert_subscriber(READER, [], [])
+    app.store.subscribers.upsert(READER, [], [])
 
     rendered = app.preview(READER, SAMPLE_DAY)
 
@@ -181,7 +181,7 @@ def test_code_link_shows_the_repository_stars(app: Newsletter) -> None:
 def test_footer_links_are_signed_and_built_from_the_base_url(
     app: Newsletter, hostile: RenderedDigest
 ) -> None:
-    subscriber = app.store.subscriber(READER)
+    subscriber = app.store.subscribers.by_email(READER)
     assert subscriber is not None
     anchors = Markup(hostile.html).anchors
     by_text = {a.text.strip(): a.href for a in anchors}
@@ -206,7 +206,7 @@ def test_footer_links_are_signed_and_built_from_the_base_url(
 def test_text_part_carries_the_same_links_and_no_template_markup(
     app: Newsletter, hostile: RenderedDigest
 ) -> None:
-    subscriber = app.store.subscriber(READER)
+    subscriber = app.store.subscribers.by_email(READER)
     assert subscriber is not None
     links = [
         app.links.view(subscriber.id, HOSTILE_DAY),
@@ -225,7 +225,7 @@ def test_text_part_carries_the_same_links_and_no_template_markup(
 
 def test_text_part_of_an_ordinary_digest_has_no_markup_at_all(app: Newsletter) -> None:
     app.fetch(SAMPLE_DAY, str(SAMPLE_DATA / f"{SAMPLE_DAY}.json"))
-    app.store.upsert_subscriber(READER, [], [])
+    app.store.subscribers.upsert(READER, [], [])
 
     rendered = app.preview(READER, SAMPLE_DAY)
 
@@ -246,8 +246,8 @@ def test_mjml_is_compiled_once_and_rendering_is_deterministic(
 
     monkeypatch.setattr(digest_module, "compile_mjml", counting_compile)
     stored_day(app, HOSTILE_DAY, hostile_day(str(HOSTILE_DAY)), tmp_path)
-    app.store.upsert_subscriber(READER, [], ["compiler"])
-    app.store.upsert_subscriber("other@example.org", [], ["quantization"])
+    app.store.subscribers.upsert(READER, [], ["compiler"])
+    app.store.subscribers.upsert("other@example.org", [], ["quantization"])
 
     first = app.preview(READER, HOSTILE_DAY)
     other = app.preview("other@example.org", HOSTILE_DAY)
@@ -280,7 +280,7 @@ def test_jinja_syntax_in_feed_text_is_not_evaluated(app: Newsletter, tmp_path: P
     items = hostile_day(str(HOSTILE_DAY))[:2]
     items[0]["paper"]["title"] = items[0]["title"] = "{{ 7 * 7 }} {% raw %} compiler {# x #}"
     stored_day(app, HOSTILE_DAY, items, tmp_path)
-    app.store.upsert_subscriber(READER, [], ["compiler"])
+    app.store.subscribers.upsert(READER, [], ["compiler"])
 
     rendered = app.preview(READER, HOSTILE_DAY)
 

@@ -21,6 +21,7 @@ from newsletter.capture import CaptureHandler, CaptureServer
 from newsletter.errors import SenderBusy
 from newsletter.pipeline import Newsletter
 from tests.conftest import SAMPLE_DATA
+from tests.loaders import add_subscribers
 from tests.reliability.conftest import cli_env, newsletter_bin, reader
 
 DAY = date(2026, 2, 11)
@@ -56,7 +57,7 @@ def planned_newsletter(
 ) -> Newsletter:
     app = make_newsletter(database_url=url, smtp_port=port, **settings)
     app.fetch(DAY, str(SAMPLE_DATA / f"{DAY}.json"))
-    app.store.add_subscribers([reader(i) for i in range(subscribers)])
+    add_subscribers(app.store, [reader(i) for i in range(subscribers)])
     app.plan(DAY)
     return app
 
@@ -91,14 +92,14 @@ def test_four_workers_drain_4000_deliveries_with_none_lost_or_repeated(
     assert len(counts) == 4000, "some subscribers got nothing"
     assert max(counts.values()) == 1, "someone got the digest twice"
     assert sum(1 for n in sent_by if n > 0) >= 2, "the workers did not share the work"
-    assert app.store.day_summary(DAY).by_status == {"sent": 4000}
+    assert app.store.reports.day_summary(DAY).by_status == {"sent": 4000}
 
 
 def test_racing_planners_create_one_run(
     make_newsletter: Callable[..., Newsletter], postgres_url: str, smtp_server: CaptureServer
 ) -> None:
     app = planned_newsletter(make_newsletter, postgres_url, smtp_server.port, 0)
-    app.store.add_subscribers([reader(i) for i in range(500)])
+    add_subscribers(app.store, [reader(i) for i in range(500)])
     env = cli_env(app.settings)
     planners = [
         subprocess.Popen(
@@ -112,7 +113,7 @@ def test_racing_planners_create_one_run(
     ]
     outputs = [p.communicate(timeout=120) for p in planners]
     assert all(p.returncode == 0 for p in planners), outputs
-    summary = app.store.day_summary(DAY)
+    summary = app.store.reports.day_summary(DAY)
     assert sum(summary.by_status.values()) == 500, "a subscriber was planned twice or not at all"
     queued = [int(out.split("queue")[1].split()[1]) for out, _ in outputs]
     assert sum(queued) == 500, queued  # each planned subscriber counted by exactly one planner
@@ -143,7 +144,7 @@ def test_a_killed_workers_claims_are_sent_by_another_after_the_lease(
         deadline = time.monotonic() + 30
         while handler.stalled < 4 and time.monotonic() < deadline:
             time.sleep(0.05)
-        held = app.store.day_summary(DAY).by_status.get("sending", 0)
+        held = app.store.reports.day_summary(DAY).by_status.get("sending", 0)
         os.kill(doomed.pid, signal.SIGKILL)
         doomed.wait()
         handler.stall.clear()
@@ -167,8 +168,8 @@ def test_a_killed_workers_claims_are_sent_by_another_after_the_lease(
 
 def test_sqlite_allows_one_sender_at_a_time(make_newsletter: Callable[..., Newsletter]) -> None:
     app = make_newsletter()
-    with app.store.exclusive_sender():
-        with pytest.raises(SenderBusy, match="one at a time"), app.store.exclusive_sender():
+    with app.store.outbox.exclusive_sender():
+        with pytest.raises(SenderBusy, match="one at a time"), app.store.outbox.exclusive_sender():
             pass
         second = subprocess.run(
             [newsletter_bin(), "worker", "--burst"],
@@ -180,5 +181,5 @@ def test_sqlite_allows_one_sender_at_a_time(make_newsletter: Callable[..., Newsl
     assert second.returncode == 1
     assert "another sender is already running" in second.stderr
     assert "Traceback" not in second.stderr
-    with app.store.exclusive_sender():  # released: free again
+    with app.store.outbox.exclusive_sender():  # released: free again
         pass

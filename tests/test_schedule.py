@@ -53,9 +53,9 @@ def test_a_digest_is_not_sent_before_its_local_hour(
     past = date.today() - timedelta(days=3)
     paper = Paper(id="2611.00001", title="A compiler", abstract="Compilers.", upvotes=3)
     for day in (past, tomorrow):
-        app.store.store_day(day, [paper])
-    early = app.store.upsert_subscriber("early@example.org", [], [])
-    app.store.update_preferences(
+        app.store.papers.store_day(day, [paper])
+    early = app.store.subscribers.upsert("early@example.org", [], [])
+    app.store.subscribers.update_preferences(
         early.id,
         topics=[],
         keywords=[],
@@ -64,8 +64,8 @@ def test_a_digest_is_not_sent_before_its_local_hour(
         schedule=("Pacific/Kiritimati", 6, None),
     )
     app.plan(tomorrow)
-    assert app.store.claim(10, 60) == [], "tomorrow's digest was sendable today"
-    app.store.upsert_subscriber("late@example.org", [], [])
+    assert app.store.outbox.claim(10, 60) == [], "tomorrow's digest was sendable today"
+    app.store.subscribers.upsert("late@example.org", [], [])
     app.plan(past)
-    claimed = app.store.claim(10, 60)
+    claimed = app.store.outbox.claim(10, 60)
     assert [c.subscriber.email for c in claimed] == ["early@example.org", "late@example.org"][1:]

@@ -18,6 +18,7 @@ from newsletter.capture import CaptureHandler, CaptureServer
 from newsletter.config import load_settings
 from newsletter.pipeline import Newsletter
 from tests.conftest import FIXTURES, SAMPLE_DATA, TEST_SECRET
+from tests.loaders import bulk_add_subscribers
 
 DAY = "2026-02-12"
 
@@ -67,7 +68,7 @@ def start_send(tmp_path: Path, port: int, subscribers: int) -> subprocess.Popen[
         load_settings(database_url=env["NEWSLETTER_DATABASE_URL"], secret_key=TEST_SECRET)
     )
     app.store.upgrade()
-    app.store.bulk_add_subscribers((f"r{i}@example.org", [], []) for i in range(subscribers))
+    bulk_add_subscribers(app.store, ((f"r{i}@example.org", [], []) for i in range(subscribers)))
     app.fetch(date.fromisoformat(DAY), str(SAMPLE_DATA / f"{DAY}.json"))
     app.close()
     script = Path(sys.executable).with_name("newsletter")

@@ -661,8 +661,8 @@ def test_same_paper_from_hugging_face_and_arxiv_is_one_stored_paper(tmp_path: Pa
         hf = huggingface.parse_items(sample_items("2026-02-12"), "hf").papers
         atom = arxiv.parse_document((FIXTURES / "arxiv_atom.xml").read_bytes(), "atom").papers
         assert by_id(hf)["2510.14177"].upvotes == 1
-        store.store_day(date(2026, 2, 12), hf)
-        store.store_day(date(2026, 2, 20), atom)
+        store.papers.store_day(date(2026, 2, 12), hf)
+        store.papers.store_day(date(2026, 2, 20), atom)
 
         with store.session() as s:
             rows = s.scalar(
@@ -672,13 +672,13 @@ def test_same_paper_from_hugging_face_and_arxiv_is_one_stored_paper(tmp_path: Pa
         assert rows == 1
         assert total == len({p.id for p in hf} | {p.id for p in atom}) == 28
 
-        stored = store.papers_by_id(["2510.14177"])["2510.14177"]
+        stored = store.papers.by_id(["2510.14177"])["2510.14177"]
         assert stored.upvotes == 1  # arXiv's 0 does not reduce it
         assert stored.comments == 4
         assert stored.categories == ["cs.CV", "cs.LG"]  # what arXiv added is kept
-        assert store.listed_days() == [date(2026, 2, 12), date(2026, 2, 20)]
-        assert "2510.14177" in [p.id for p in store.day_papers(date(2026, 2, 12))]
-        assert [p.id for p in store.day_papers(date(2026, 2, 20))] == ATOM_IDS
+        assert store.papers.listed_days() == [date(2026, 2, 12), date(2026, 2, 20)]
+        assert "2510.14177" in [p.id for p in store.papers.day_papers(date(2026, 2, 12))]
+        assert [p.id for p in store.papers.day_papers(date(2026, 2, 20))] == ATOM_IDS
     finally:
         store.close()
 

@@ -31,15 +31,15 @@ def test_weekly_subscriber_gets_one_digest_a_week_with_the_weeks_best(
     make_newsletter: Callable[..., Newsletter], smtp_server: CaptureServer
 ) -> None:
     app = make_newsletter(smtp_port=smtp_server.port, weekly_weekday=0, max_papers=3)
-    weekly = app.store.upsert_subscriber("weekly@example.org", ["compilers"], [])
-    app.store.update_preferences(
+    weekly = app.store.subscribers.upsert("weekly@example.org", ["compilers"], [])
+    app.store.subscribers.update_preferences(
         weekly.id, topics=["compilers"], keywords=[], frequency="weekly", paused=False
     )
-    app.store.upsert_subscriber("daily@example.org", ["compilers"], [])
+    app.store.subscribers.upsert("daily@example.org", ["compilers"], [])
 
     for offset in range(15):  # Monday to the second Monday after
         day = MONDAY + timedelta(days=offset)
-        app.store.store_day(day, papers_for(day))
+        app.store.papers.store_day(day, papers_for(day))
         asyncio.run(app.send(day))
 
     to_weekly = [m for m in smtp_server.messages if m.recipients == ["weekly@example.org"]]
@@ -54,6 +54,6 @@ def test_weekly_subscriber_gets_one_digest_a_week_with_the_weeks_best(
     assert wednesday_best.title in second
     # Nothing in a weekly digest repeats an earlier one.
     seen: set[str] = set()
-    for _, status, _, ids in app.store.deliveries_for("weekly@example.org"):
+    for _, status, _, ids in app.store.reports.deliveries_for("weekly@example.org"):
         assert status == "sent" and not seen & set(ids)
         seen |= set(ids)

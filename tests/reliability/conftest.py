@@ -15,6 +15,7 @@ import pytest
 from newsletter.config import Settings
 from newsletter.pipeline import Newsletter
 from tests.conftest import FIXTURES, SAMPLE_DATA
+from tests.loaders import add_subscribers
 from tests.reliability.faulty_smtp import Authenticator, FaultyHandler, FaultyServer
 
 DAY = date(2026, 2, 11)
@@ -105,7 +106,7 @@ def newsletter_with(
         app = make_newsletter(**settings)
         for day in days:
             app.fetch(day, str(SAMPLE_DATA / f"{day}.json"))
-        app.store.add_subscribers([reader(i) for i in range(subscribers)])
+        add_subscribers(app.store, [reader(i) for i in range(subscribers)])
         return app
 
     yield make

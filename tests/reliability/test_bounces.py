@@ -93,7 +93,7 @@ def test_dsns_from_an_mbox_suppress_hard_bounces_only_and_name_unreadable_messag
         text=True,
     )
     warnings = result.stderr.strip().splitlines()
-    suppressed = {row.email for row in app.store.suppressions()}
+    suppressed = {row.email for row in app.store.suppressions.all()}
     figure(
         f"{len(messages) + len(garbage)} messages: {len(hard)} hard bounces suppressed, "
         f"{len(delayed) + 1} delayed and {len(soft)} soft ignored, {len(garbage)} unreadable "
@@ -102,11 +102,11 @@ def test_dsns_from_an_mbox_suppress_hard_bounces_only_and_name_unreadable_messag
     assert result.returncode == 0, result.stderr
     assert suppressed == hard
     for address in hard:
-        record = app.store.subscriber(address)
+        record = app.store.subscribers.by_email(address)
         assert record is not None and record.status == SubscriberStatus.BOUNCED
         assert record.bounce_count == 1
     for address in delayed | soft | {extra_delayed}:
-        record = app.store.subscriber(address)
+        record = app.store.subscribers.by_email(address)
         assert record is not None and record.status == SubscriberStatus.ACTIVE
     assert f"{len(hard)} hard bounces recorded, {len(hard)} addresses suppressed" in result.stdout
     assert len(warnings) == len(garbage)
@@ -117,12 +117,12 @@ def test_dsns_from_an_mbox_suppress_hard_bounces_only_and_name_unreadable_messag
 
     # The next day's plan leaves the suppressed out; nobody else is affected.
     app.plan(DAY)
-    states = app.store.delivery_states(DAY)
+    states = app.store.reports.delivery_states(DAY)
     assert not hard & {e for e, (s, _) in states.items() if s == DeliveryStatus.QUEUED}
     assert len(states) - len(hard & set(states)) == 40 - len(hard)
 
     # The detail kept for the operator names the status and the digest that bounced.
-    detail = {row.email: row.detail for row in app.store.suppressions()}[extra_hard]
+    detail = {row.email: row.detail for row in app.store.suppressions.all()}[extra_hard]
     assert detail is not None and "5.1.1" in detail and "@papers.example.org>" in detail
 
 
@@ -138,7 +138,7 @@ def test_one_dsn_on_stdin_and_input_that_is_no_dsn_at_all(
         capture_output=True,
     )
     assert piped.returncode == 0, piped.stderr
-    assert {row.email for row in app.store.suppressions()} == {reader(1)}
+    assert {row.email for row in app.store.suppressions.all()} == {reader(1)}
 
     junk = tmp_path / "junk.eml"
     junk.write_bytes(not_a_dsn("Re: your digest").as_bytes())
@@ -180,7 +180,7 @@ def test_apply_bounces_counts_a_limit_above_one(
     bounce = dsn((reader(0), "failed", "5.1.1")).as_bytes()
     first = apply_bounces(app.store, [bounce], hard_bounce_limit=2)
     assert first.hard == [reader(0)] and first.suppressed == 0
-    assert not app.store.suppressions()
+    assert not app.store.suppressions.all()
     second = apply_bounces(app.store, [bounce], hard_bounce_limit=2)
     assert second.suppressed == 1
-    assert [row.email for row in app.store.suppressions()] == [reader(0)]
+    assert [row.email for row in app.store.suppressions.all()] == [reader(0)]

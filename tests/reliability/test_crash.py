@@ -73,7 +73,7 @@ def test_kill_9_mid_run_loses_nobody_and_resends_only_what_was_in_flight(
         settle(handler)
 
         # What the dead process left behind: accepted at the relay but not recorded as sent.
-        states = app.store.delivery_states(DAY)
+        states = app.store.reports.delivery_states(DAY)
         planned = {email for email, (status, _) in states.items() if status != "skipped"}
         recorded = sum(1 for status, _ in states.values() if status == DeliveryStatus.SENT)
         leased = sum(1 for status, _ in states.values() if status == DeliveryStatus.SENDING)
@@ -100,6 +100,6 @@ def test_kill_9_mid_run_loses_nobody_and_resends_only_what_was_in_flight(
     assert sum(n - 1 for n in duplicates.values()) <= in_flight
     for recipient in duplicates:
         assert len(handler.message_ids[recipient]) == 1, f"{recipient} got two Message-IDs"
-    final = app.store.day_summary(DAY)
+    final = app.store.reports.day_summary(DAY)
     assert final.by_status[DeliveryStatus.SENT] == len(planned)
     assert set(final.by_status) <= {DeliveryStatus.SENT, DeliveryStatus.SKIPPED}

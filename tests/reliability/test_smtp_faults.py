@@ -35,7 +35,7 @@ def planned(app: Newsletter, day: date = DAY) -> set[str]:
     """Who the day's plan says should get a digest."""
     return {
         email
-        for email, (status, _) in app.store.delivery_states(day).items()
+        for email, (status, _) in app.store.reports.delivery_states(day).items()
         if status != DeliveryStatus.SKIPPED
     }
 
@@ -152,7 +152,7 @@ def test_a_dead_relay_stops_the_run_and_every_digest_stays_queued(
     report = drain(app, DAY)
 
     expected = planned(app)
-    summary = app.store.day_summary(DAY)
+    summary = app.store.reports.day_summary(DAY)
     figure(f"nobody listening: stopped ('{report.stopped}'), queued {len(expected)}")
     assert report.stopped is not None and "cannot connect" in report.stopped
     assert report.sent == 0 and not report.failed and report.retrying == 0
@@ -179,15 +179,15 @@ def test_451_on_a_fifth_of_rcpts_delivers_everyone_once_and_suppresses_nobody(
     figure(
         f"451 on {handler.refusals['451']}/{rcpts} RCPTs "
         f"({handler.refusals['451'] / rcpts:.0%}): delivered {len(handler.accepted)}/"
-        f"{len(expected)}, suppressed {len(app.store.suppressions())}, "
+        f"{len(expected)}, suppressed {len(app.store.suppressions.all())}, "
         f"duplicates {len(handler.duplicates())}"
     )
     assert handler.refusals["451"] > 0
     assert set(handler.accepted) == expected
     assert not handler.duplicates()
-    assert not app.store.suppressions() and report.suppressed == 0
+    assert not app.store.suppressions.all() and report.suppressed == 0
     assert report.retrying == handler.refusals["451"]
-    assert app.store.day_summary(DAY).by_status[DeliveryStatus.SENT] == len(expected)
+    assert app.store.reports.day_summary(DAY).by_status[DeliveryStatus.SENT] == len(expected)
 
 
 def test_550_user_unknown_suppresses_only_that_address_and_it_is_not_tried_next_day(
@@ -215,8 +215,8 @@ def test_550_user_unknown_suppresses_only_that_address_and_it_is_not_tried_next_
 
         next_report = drain(app, NEXT_DAY)
 
-    states = app.store.delivery_states(DAY)
-    suppressed = {row.email for row in app.store.suppressions()}
+    states = app.store.reports.delivery_states(DAY)
+    suppressed = {row.email for row in app.store.suppressions.all()}
     tried_again = {r for r in gone if handler.rcpt_attempts[r] > rcpts_before[r]}
     figure(
         f"550 5.1.1 for {len(gone)}/{len(expected)}: failed {report.failed['recipient_rejected']}, "
@@ -231,13 +231,13 @@ def test_550_user_unknown_suppresses_only_that_address_and_it_is_not_tried_next_
     assert suppressed == gone and report.suppressed == len(gone)
     for email in gone:
         assert states[email] == (DeliveryStatus.FAILED, FailureReason.REJECTED)
-        record = app.store.subscriber(email)
+        record = app.store.subscribers.by_email(email)
         assert record is not None and record.status == SubscriberStatus.BOUNCED
-    assert all(str(row[3]).startswith("550 5.1.1") for row in app.store.undelivered(DAY))
+    assert all(str(row[3]).startswith("550 5.1.1") for row in app.store.reports.undelivered(DAY))
 
     # The next day: nobody suppressed is mailed, or even named to the relay; everyone else is.
     assert not tried_again
-    next_states = app.store.delivery_states(NEXT_DAY)
+    next_states = app.store.reports.delivery_states(NEXT_DAY)
     for email in gone:
         # Bounced subscribers are no longer active, so the plan leaves them out; if a planner
         # does write a row for them, it must be a skip for being suppressed.
@@ -293,7 +293,7 @@ def test_535_at_login_pauses_the_run_and_the_next_run_sends_only_the_rest(
         )
         paused = drain(app, DAY)
         after_pause = dict(handler.accepted)
-        summary = app.store.day_summary(DAY)
+        summary = app.store.reports.day_summary(DAY)
 
         auth.accept = True
         resumed = drain(app)
@@ -301,13 +301,13 @@ def test_535_at_login_pauses_the_run_and_the_next_run_sends_only_the_rest(
     expected = planned(app)
     figure(
         f"535 after {len(after_pause)}/{len(expected)}: paused ('{paused.stopped}'), "
-        f"suppressed {len(app.store.suppressions())}, failed {sum(paused.failed.values())}; "
+        f"suppressed {len(app.store.suppressions.all())}, failed {sum(paused.failed.values())}; "
         f"resumed run sent {resumed.sent}, duplicates {len(handler.duplicates())}"
     )
     assert paused.stopped is not None and "535" in paused.stopped
     assert "refuses us" in paused.stopped
     assert 0 < len(after_pause) < len(expected)
-    assert not app.store.suppressions() and not paused.failed
+    assert not app.store.suppressions.all() and not paused.failed
     # Nothing is left claimed or charged an attempt: the rest is simply queued again.
     assert summary.by_status[DeliveryStatus.QUEUED] == len(expected) - len(after_pause)
     assert resumed.stopped is None and resumed.sent == len(expected) - len(after_pause)
@@ -344,13 +344,13 @@ def test_554_5_7_1_on_every_rcpt_pauses_and_the_next_run_sends_only_the_rest(
     expected = planned(app)
     figure(
         f"554 5.7.1 on every RCPT after {len(after_pause)}/{len(expected)}: paused after "
-        f"{refused} refusals, suppressed {len(app.store.suppressions())}; resumed run sent "
+        f"{refused} refusals, suppressed {len(app.store.suppressions.all())}; resumed run sent "
         f"{resumed.sent}, each reader exactly once: {not handler.duplicates()}"
     )
     assert paused.stopped is not None and "5.7.1" in paused.stopped
     # Paused quickly: only the refusals needed to judge it, plus the ones already on the wire.
     assert refused < DeliveryPolicy().sender_error_threshold + app.settings.smtp_connections
-    assert not app.store.suppressions() and not paused.failed and paused.retrying == 0
+    assert not app.store.suppressions.all() and not paused.failed and paused.retrying == 0
     assert resumed.stopped is None
     assert resumed.sent == len(expected) - len(after_pause)
     assert set(handler.accepted) == expected and not handler.duplicates()
@@ -384,7 +384,7 @@ def test_one_recipients_policy_refusal_is_retried_not_a_pause_and_retries_are_bo
 
     expected = planned(app)
     stuck = always_451 | always_571
-    states = app.store.delivery_states(DAY)
+    states = app.store.reports.delivery_states(DAY)
     gaps = [
         later - earlier
         for r in always_451
@@ -393,7 +393,7 @@ def test_one_recipients_policy_refusal_is_retried_not_a_pause_and_retries_are_bo
     figure(
         f"{len(always_451)} always-451 + {len(always_571)} 5.7.1 of {len(expected)}: "
         f"{attempts} attempts each, then retries_exhausted {report.failed['retries_exhausted']}; "
-        f"paused: {report.stopped is not None}, suppressed {len(app.store.suppressions())}, "
+        f"paused: {report.stopped is not None}, suppressed {len(app.store.suppressions.all())}, "
         f"shortest gap {min(gaps):.2f}s (base {base}s)"
     )
     assert report.stopped is None
@@ -401,7 +401,7 @@ def test_one_recipients_policy_refusal_is_retried_not_a_pause_and_retries_are_bo
     for r in stuck:
         assert handler.rcpt_attempts[r] == attempts
         assert states[r] == (DeliveryStatus.FAILED, FailureReason.RETRIES_EXHAUSTED)
-    assert not app.store.suppressions()
+    assert not app.store.suppressions.all()
     # Backoff: the n-th wait is at least half of base * 2^(n-1) (jitter is 0.5x to 1.5x).
     for r in always_451:
         times = handler.rcpt_times[r]
@@ -436,7 +436,7 @@ def test_a_retry_left_for_a_later_run_is_sent_then_exactly_once(
             60, smtp_port=server.port, retry_base_seconds=2.0, retry_wait_seconds=0
         )
         first = drain(app, DAY)
-        left = app.store.day_summary(DAY).by_status[DeliveryStatus.RETRY]
+        left = app.store.reports.day_summary(DAY).by_status[DeliveryStatus.RETRY]
         # A later run, willing to wait for what falls due soon, picks them up.
         app.settings.retry_wait_seconds = 10
         second = drain(app)
@@ -467,12 +467,12 @@ def test_the_next_days_plan_supersedes_an_undelivered_digest(
         app = newsletter_with(60, days=(DAY, NEXT_DAY), smtp_port=server.port, retry_wait_seconds=0)
         first = drain(app, DAY)
         day_one_planned = planned(app, DAY)
-        retrying = app.store.day_summary(DAY).by_status[DeliveryStatus.RETRY]
+        retrying = app.store.reports.day_summary(DAY).by_status[DeliveryStatus.RETRY]
         relay["down"] = False
         plan = app.plan(NEXT_DAY)
         second = drain(app)
 
-    day_one = app.store.day_summary(DAY)
+    day_one = app.store.reports.day_summary(DAY)
     expected = planned(app, NEXT_DAY)
     figure(
         f"day 1: {retrying} left retrying after {first.sent} sent; day 2's plan superseded "

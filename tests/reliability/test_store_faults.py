@@ -61,7 +61,7 @@ def test_sqlite_file_locked_mid_run_is_waited_out(
         seconds = time.monotonic() - started
         locker["thread"].join()
 
-    summary = app.store.day_summary(DAY)
+    summary = app.store.reports.day_summary(DAY)
     planned = summary.by_status[DeliveryStatus.SENT] + summary.by_status[DeliveryStatus.QUEUED]
     figure(
         f"SQLite file locked (BEGIN EXCLUSIVE) for {LOCK_SECONDS:.0f}s at {lock_at}/{planned}: "
@@ -125,7 +125,7 @@ def test_postgresql_connections_killed_mid_run_lose_nobody(
     finally:
         admin.dispose()
 
-    summary = app.store.day_summary(DAY)
+    summary = app.store.reports.day_summary(DAY)
     planned = sum(summary.by_status.values()) - summary.by_status[DeliveryStatus.SKIPPED]
     duplicates = handler.duplicates()
     figure(
