@@ -25,7 +25,7 @@ from newsletter.scheduler import listing_day
 from newsletter.send.engine import DrainReport
 from newsletter.states import DeliveryStatus
 from newsletter.store.engine import redacted
-from newsletter.topics import clean_keywords, load_taxonomy
+from newsletter.topics import load_taxonomy
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -145,9 +145,10 @@ def subscribers_add(
     app: Newsletter, email: str, topic_slugs: tuple[str, ...], keywords: tuple[str, ...]
 ) -> None:
     """Add (or update) a confirmed subscriber."""
-    record = app.store.subscribers.upsert(
-        _email(email), app.taxonomy.validate_slugs(topic_slugs), clean_keywords(keywords)
-    )
+    try:
+        record = app.subscriptions.add(email, topic_slugs, keywords)
+    except InvalidAddress as exc:
+        raise NewsletterError(str(exc)) from None
     click.echo(f"subscribed {record.email} ({_interests(record.topics, record.keywords)})")
 
 
@@ -160,7 +161,7 @@ def _interests(topic_slugs: Iterable[str], keywords: Iterable[str]) -> str:
 @with_newsletter
 def subscribers_list(app: Newsletter) -> None:
     """List subscribers with their status and interests."""
-    for s in app.store.subscribers.all():
+    for s in app.subscriptions.all():
         click.echo(f"{s.email}\t{s.status}\t{_interests(s.topics, s.keywords)}")
 
 
@@ -169,7 +170,11 @@ def subscribers_list(app: Newsletter) -> None:
 @with_newsletter
 def subscribers_remove(app: Newsletter, email: str) -> None:
     """Delete a subscriber and their history."""
-    if not app.store.subscribers.delete(_email(email)):
+    try:
+        removed = app.subscriptions.remove(email)
+    except InvalidAddress as exc:
+        raise NewsletterError(str(exc)) from None
+    if not removed:
         raise NewsletterError(f"no subscriber {email}")
     click.echo(f"removed {email}")
 
@@ -180,21 +185,22 @@ def subscribers_remove(app: Newsletter, email: str) -> None:
 def subscribers_import(app: Newsletter, csv_file: Path) -> None:
     """Import subscribers from a CSV file with columns email, topics, keywords (`;`-separated)."""
     added, problems = 0, 0
+    subscriptions = app.subscriptions
     with csv_file.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "email" not in reader.fieldnames:
             raise NewsletterError(f"{csv_file}: the header row must name an 'email' column")
         for line, row in enumerate(reader, start=2):
             try:
-                email = normalise_email(row.get("email") or "")
-                slugs = app.taxonomy.validate_slugs((row.get("topics") or "").split(";"))
+                subscriptions.add(
+                    row.get("email") or "",
+                    (row.get("topics") or "").split(";"),
+                    (row.get("keywords") or "").split(";"),
+                )
             except (InvalidAddress, ConfigError) as exc:
                 click.echo(f"warning: {csv_file}:{line}: skipped: {exc}", err=True)
                 problems += 1
                 continue
-            app.store.subscribers.upsert(
-                email, slugs, clean_keywords((row.get("keywords") or "").split(";"))
-            )
             added += 1
     click.echo(f"imported {added} subscribers" + (f", skipped {problems} rows" if problems else ""))
 
@@ -205,7 +211,7 @@ def subscribers_export(app: Newsletter) -> None:
     """Write all subscribers as CSV (the import format, plus status) to stdout."""
     writer = csv.writer(sys.stdout, lineterminator="\n")
     writer.writerow(["email", "topics", "keywords", "status"])
-    for s in app.store.subscribers.all():
+    for s in app.subscriptions.all():
         writer.writerow([s.email, ";".join(s.topics), ";".join(s.keywords), s.status])
 
 

@@ -26,6 +26,7 @@ from newsletter.send.senders import Sender
 from newsletter.send_processes import still_planning, with_helpers
 from newsletter.sources.registry import SourceConfig, Sources
 from newsletter.store import Store
+from newsletter.subscriptions import Subscriptions, SubscriptionSettings
 from newsletter.topics import Taxonomy, load_taxonomy
 
 __all__ = ["FetchReport", "Newsletter", "PlanReport", "SendReport"]
@@ -60,6 +61,13 @@ class Newsletter:
             ComposerConfig.from_settings(settings), self.store.papers, self.taxonomy, self.links
         )
         self.policy = DeliveryPolicy.from_settings(settings)
+        self.subscriptions = Subscriptions(
+            self.store.subscribers,
+            self.store.suppressions,
+            self.links,
+            self.taxonomy,
+            SubscriptionSettings.from_settings(settings),
+        )
 
     def close(self) -> None:
         self.store.close()

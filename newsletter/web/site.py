@@ -20,7 +20,6 @@ from newsletter.subscriptions import (
     SignUp,
     SubscriberStore,
     Subscriptions,
-    SubscriptionSettings,
     SuppressionLookup,
 )
 from newsletter.topics import Taxonomy, Topic
@@ -71,6 +70,9 @@ class WebNewsletter(Protocol):
     @property
     def taxonomy(self) -> Taxonomy: ...
 
+    @property
+    def subscriptions(self) -> Subscriptions: ...
+
     def web_version(self, subscriber_id: int, day: date) -> str | None:
         """The HTML of a digest planned for the subscriber on `day`; None if there is none."""
         ...
@@ -84,13 +86,7 @@ class Site:
         self.settings = newsletter.settings
         self.links = newsletter.links
         self.store = newsletter.store
-        self.subscriptions = Subscriptions(
-            newsletter.store.subscribers,
-            newsletter.store.suppressions,
-            newsletter.links,
-            newsletter.taxonomy,
-            SubscriptionSettings.from_settings(newsletter.settings),
-        )
+        self.subscriptions = newsletter.subscriptions
         self.mailer = ConfirmationMailer(newsletter.settings)
         self.signups = SlidingWindowLimiter(self.settings.signups_per_ip_per_hour, 3600)
         # Explicit autoescape: select_autoescape() would not cover the *.html.j2 names.
