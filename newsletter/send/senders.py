@@ -289,8 +289,3 @@ class MemorySender:
 
     async def close(self) -> None:
         return None
-
-
-def smtp_config_from(settings: Settings) -> SmtpConfig:
-    """The former name of SmtpConfig.from_settings, until its last callers move."""
-    return SmtpConfig.from_settings(settings)
