@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import logging
 import signal
@@ -11,21 +10,26 @@ from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, date, datetime
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from sqlalchemy.exc import ArgumentError
 
+from newsletter import __version__
 from newsletter.addresses import InvalidAddress, normalise_email
-from newsletter.config import Settings, load_settings
 from newsletter.errors import ConfigError, NewsletterError, StoreUnavailable
 from newsletter.logs import configure_logging
-from newsletter.pipeline import Newsletter, PlanReport
-from newsletter.scheduler import listing_day
-from newsletter.send.engine import DrainReport
+from newsletter.schedule import listing_day
 from newsletter.states import DeliveryStatus
-from newsletter.store.engine import redacted
-from newsletter.topics import load_taxonomy
+
+# Every command but the one that runs needs none of the heavy modules (pydantic, SQLAlchemy,
+# Jinja, MJML, uvicorn): they are imported where they are used, so `--help`, `--version` and
+# the quick commands cron runs start in a fraction of a second.
+if TYPE_CHECKING:
+    import asyncio
+
+    from newsletter.config import Settings
+    from newsletter.pipeline import Newsletter, PlanReport
+    from newsletter.send.engine import DrainReport
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -50,7 +54,17 @@ date_option = click.option(
 )
 
 
+def load_settings(**overrides: object) -> Settings:
+    from newsletter.config import load_settings
+
+    return load_settings(**overrides)
+
+
 def newsletter_app(demo: bool = False) -> Newsletter:
+    from sqlalchemy.exc import ArgumentError
+
+    from newsletter.pipeline import Newsletter
+
     settings = load_settings()
     try:
         return Newsletter(settings, demo=demo)
@@ -60,6 +74,10 @@ def newsletter_app(demo: bool = False) -> Newsletter:
 
 
 def _url_label(settings: Settings) -> str:
+    from sqlalchemy.exc import ArgumentError
+
+    from newsletter.store.engine import redacted
+
     try:
         return redacted(settings.database_url)
     except ArgumentError:
@@ -81,7 +99,7 @@ def with_newsletter(func: F) -> F:
 
 
 @click.group()
-@click.version_option(package_name="trending-papers-newsletter")
+@click.version_option(__version__, prog_name="newsletter")
 def cli() -> None:
     """Trending-papers newsletter: fetch, personalise and mail each day's trending papers."""
 
@@ -118,6 +136,8 @@ def _date_given() -> bool:
 @cli.command()
 def topics() -> None:
     """List the topic taxonomy."""
+    from newsletter.topics import load_taxonomy
+
     taxonomy = load_taxonomy(load_settings().resolved_topics_file())
     width = max(len(t.slug) for t in taxonomy.topics)
     for topic in taxonomy.topics:
@@ -237,6 +257,8 @@ def send(app: Newsletter, day: date, dry_run: bool, now: bool, processes: int | 
         # No fetch here: that would store the day. plan() says to run `fetch` first.
         _print_plan(app.plan(day, dry_run=True), dry_run=True)
         return
+    import asyncio
+
     report = asyncio.run(
         app.send(
             day,
@@ -289,8 +311,12 @@ def worker(concurrency: int | None, burst: bool) -> None:
     overrides = {"smtp_connections": concurrency} if concurrency else {}
     settings = load_settings(**overrides)
     configure_logging(settings.log_format)
+    from newsletter.pipeline import Newsletter
+
     app = Newsletter(settings)
     try:
+        import asyncio
+
         totals = asyncio.run(_until_signal(lambda stop: run_worker(app, burst=burst, stop=stop)))
     finally:
         app.close()
@@ -301,6 +327,8 @@ def worker(concurrency: int | None, burst: bool) -> None:
 
 async def _until_signal(main: Callable[[asyncio.Event], Awaitable[T]]) -> T:
     """Run `main` until it returns or SIGINT/SIGTERM asks it to stop after the current batch."""
+    import asyncio
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -317,6 +345,8 @@ def run(host: str | None, port: int | None) -> None:
 
     settings = load_settings()
     configure_logging(settings.log_format)
+    import asyncio
+
     asyncio.run(run_service(settings, host=host, port=port))
 
 

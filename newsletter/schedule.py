@@ -5,7 +5,7 @@ Pure functions over dates and zone names; the planner stores the result as a UTC
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
@@ -42,3 +42,8 @@ def due_at(
 
 def weekly_due(day: date, weekday: int | None, default_weekday: int) -> bool:
     return day.weekday() == (weekday if weekday is not None else default_weekday)
+
+
+def listing_day(now: datetime, lag_days: int) -> date:
+    """The list a run at `now` mails: `lag_days` before today (UTC)."""
+    return now.astimezone(UTC).date() - timedelta(days=lag_days)

@@ -17,13 +17,9 @@ from starlette.concurrency import run_in_threadpool
 
 from newsletter.errors import NewsletterError
 from newsletter.pipeline import Newsletter
+from newsletter.schedule import listing_day
 
 log = logging.getLogger(__name__)
-
-
-def listing_day(now: datetime, lag_days: int) -> date:
-    """The list a run at `now` mails: `lag_days` before today (UTC)."""
-    return now.astimezone(UTC).date() - timedelta(days=lag_days)
 
 
 def daily_run(newsletter: Newsletter, day: date) -> bool:
