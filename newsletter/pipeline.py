@@ -60,7 +60,6 @@ class Newsletter:
         self.composer = Composer(
             ComposerConfig.from_settings(settings), self.store.papers, self.taxonomy, self.links
         )
-        self.policy = DeliveryPolicy.from_settings(settings)
         self.subscriptions = Subscriptions(
             self.store.subscribers,
             self.store.suppressions,
@@ -99,7 +98,13 @@ class Newsletter:
         try:
             with outbox.exclusive_sender() if exclusive else contextlib.nullcontext():
                 loop = DeliveryLoop(
-                    outbox, sender, self.composer.compose, self.policy, progress, planning
+                    outbox,
+                    sender,
+                    self.composer.compose,
+                    # Read per drain: an operator (or a test) may change settings between runs.
+                    DeliveryPolicy.from_settings(self.settings),
+                    progress,
+                    planning,
                 )
                 report = await loop.run()
         finally:
