@@ -267,7 +267,7 @@ def test_mjml_is_compiled_once_and_rendering_is_deterministic(
 
 def test_html_template_autoescapes_at_the_jinja_level(app: Newsletter) -> None:
     # The compiled MJML is loaded with from_string, which select_autoescape() would not escape.
-    environment = app.renderer._html.environment
+    environment = app.composer.renderer._html.environment
     assert environment.autoescape is True
     probe = environment.from_string("{{ value }}|{{ value | upper }}")
     assert (
