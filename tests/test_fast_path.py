@@ -53,7 +53,7 @@ def claimed(
     app: Newsletter, sub_id: int, email_: str, topics: Any, keywords: Any
 ) -> ClaimedDelivery:
     interests = Interests(tuple(topics), tuple(keywords))
-    ranked = app.day_papers(DAY)
+    ranked = app.planner.day_papers(DAY)
     chosen = [p.id for p in ranked if interests.everything or match(p, interests, app.taxonomy)]
     subscriber = SubscriberRecord(
         id=sub_id,
@@ -77,8 +77,8 @@ def uncached(app: Newsletter, delivery: ClaimedDelivery, envelope: Envelope) -> 
     """The message built the slow way (render and encode everything), with the same Date."""
     sub = delivery.subscriber
     interests = Interests(sub.topics, sub.keywords)
-    papers = app.papers(delivery.paper_ids)
-    rendered = app.renderer.render(
+    papers = app.composer.papers(delivery.paper_ids)
+    rendered = app.composer.renderer.render(
         subscriber_id=sub.id,
         email=sub.email,
         day=DAY,
@@ -106,20 +106,20 @@ def test_cached_compose_is_byte_identical_to_rendering_each_message(app: Newslet
         for address in ADDRESSES:
             n += 1
             delivery = claimed(app, n, address, topics, keywords)
-            envelope = app.compose(delivery)
+            envelope = app.composer.compose(delivery)
             assert envelope.data == uncached(app, delivery, envelope).data
             # What goes on the wire is exactly what the sender would make of `data` itself.
             assert envelope.wire == dot_stuffed(envelope.data)
             assert envelope.recipient == address
-    cache = app.cached_renderer
+    cache = app.composer.cached_renderer
     assert cache.usable is True
     assert cache.misses == len(INTERESTS)  # one render per distinct digest
     assert cache.hits == n - len(INTERESTS)
 
 
 def test_cached_message_parses_with_each_subscribers_own_links(app: Newsletter) -> None:
-    first = app.compose(claimed(app, 1, "ada@example.org", (), ()))
-    second = app.compose(claimed(app, 2, "o'brien&co@example.org", (), ()))
+    first = app.composer.compose(claimed(app, 1, "ada@example.org", (), ()))
+    second = app.composer.compose(claimed(app, 2, "o'brien&co@example.org", (), ()))
     for sub_id, envelope, shown in (
         (1, first, "ada@example.org"),
         (2, second, "o&#39;brien&amp;co"),
@@ -130,7 +130,7 @@ def test_cached_message_parses_with_each_subscribers_own_links(app: Newsletter) 
         assert shown in html
         assert app.links.unsubscribe(sub_id) in text
         assert app.links.unsubscribe(sub_id) in html
-        for token in app.cached_renderer.tokens.values():
+        for token in app.composer.cached_renderer.tokens.values():
             assert token not in html and token not in text
         assert message["List-Unsubscribe"] == f"<{app.links.unsubscribe(sub_id)}>"
     assert app.links.unsubscribe(1) not in second.data.decode()
@@ -139,13 +139,13 @@ def test_cached_message_parses_with_each_subscribers_own_links(app: Newsletter) 
 def test_a_template_that_transforms_a_personal_field_falls_back_to_plain_rendering(
     app: Newsletter,
 ) -> None:
-    renderer = app.cached_renderer
+    renderer = app.composer.cached_renderer
     # A filter on a personal field would mangle the placeholder: the self-check must notice.
     renderer.renderer._html = renderer.renderer._html.environment.from_string(
         "<p>{{ email | upper }} {{ unsubscribe_url }} {{ headline }}</p>"
     )
     delivery = claimed(app, 3, "ada@example.org", (), ())
-    envelope = app.compose(delivery)
+    envelope = app.composer.compose(delivery)
     assert renderer.usable is False
     assert b"ADA@EXAMPLE.ORG" in envelope.data
 

@@ -17,6 +17,7 @@ from typing import Any
 from newsletter.capture import CaptureHandler, CaptureServer
 from newsletter.config import load_settings
 from newsletter.pipeline import Newsletter
+from newsletter.send.factory import sender_from_settings
 from tests.conftest import FIXTURES, SAMPLE_DATA, TEST_SECRET
 from tests.loaders import bulk_add_subscribers
 
@@ -136,6 +137,7 @@ def test_each_process_gets_its_share_of_the_rate_limit(
     make_newsletter: Callable[..., Newsletter],
 ) -> None:
     app = make_newsletter(smtp_rate_limit=30.0)
-    assert app.smtp_sender().config.rate_limit == 30.0  # type: ignore[attr-defined]
-    assert app.smtp_sender(3).config.rate_limit == 10.0  # type: ignore[attr-defined]
-    assert make_newsletter().smtp_sender(2).config.rate_limit == 0.0  # type: ignore[attr-defined]
+    assert sender_from_settings(app.settings).config.rate_limit == 30.0  # type: ignore[attr-defined]
+    assert sender_from_settings(app.settings, 3).config.rate_limit == 10.0  # type: ignore[attr-defined]
+    plain = make_newsletter().settings
+    assert sender_from_settings(plain, 2).config.rate_limit == 0.0  # type: ignore[attr-defined]
