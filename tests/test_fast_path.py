@@ -18,6 +18,7 @@ from newsletter.digest import Interests, Pick, match
 from newsletter.pipeline import Newsletter
 from newsletter.records import ClaimedDelivery, SubscriberRecord
 from newsletter.send.errors import RecipientRejected, SenderRejected, TransientError
+from newsletter.send.factory import sender_from_settings
 from newsletter.send.message import (
     EncodedText,
     Envelope,
@@ -340,5 +341,6 @@ def test_a_connection_dropped_at_data_is_transient_not_retried_at_once(
 def test_the_setting_selects_the_sender_and_pipelining_is_the_default(
     make_newsletter: Callable[..., Newsletter],
 ) -> None:
-    assert isinstance(make_newsletter().smtp_sender(), PipelinedSmtpSender)
-    assert isinstance(make_newsletter(smtp_client="aiosmtplib").smtp_sender(), SmtpSender)
+    assert isinstance(sender_from_settings(make_newsletter().settings), PipelinedSmtpSender)
+    chosen = sender_from_settings(make_newsletter(smtp_client="aiosmtplib").settings)
+    assert isinstance(chosen, SmtpSender)
