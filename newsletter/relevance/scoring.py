@@ -189,7 +189,7 @@ def select_many(
                 blocked_columns.append(i)
         wanted = relevant | literal
         wanted[blocked_rows, blocked_columns] = False
-        matched_any: npt.NDArray[np.bool_] = wanted.any(axis=1)
+        matched_any = np.asarray(wanted.any(axis=1), dtype=bool)
         for row, reader in enumerate(batch):
             if reader.already_sent:
                 wanted[row, sent_indices(day, reader.already_sent)] = False
