@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench bench-relevance clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,8 @@ clean:
 # BENCH_ARGS="--subscribers 10000 --database postgresql" for a quick run.
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+
+# Relevance of keywords, BM25, embeddings and the hybrid on bench/relevance_set, and the cost of
+# selecting a day for 100,000 readers. BENCH_ARGS="--readers 10000" or "--skip-scale" for less.
+bench-relevance: $(BIN)/.installed
+	$(BIN)/python -m bench.relevance $(BENCH_ARGS)

@@ -34,6 +34,7 @@ class DeliveryStatus(StrEnum):
 class SkipReason(StrEnum):
     NO_MATCH = "no_matching_papers"  # nothing on the day matched the subscriber's interests
     NOTHING_NEW = "nothing_new"  # matches existed, but every one was sent before
+    NOTHING_RELEVANT = "nothing_relevant"  # no paper of the day came close to the reader's profile
     UNSUBSCRIBED = "unsubscribed"  # left between planning and sending
     PAUSED = "paused"
     SUPPRESSED = "suppressed"  # bounced or complained address
