@@ -33,3 +33,10 @@ def normalise_email(raw: str) -> str:
     if len(labels) < 2 or not all(_LABEL.fullmatch(label) for label in labels):
         raise InvalidAddress(f"invalid domain in {shown!r}")
     return f"{local}@{domain}".lower()
+
+
+def mailbox(email: str) -> str:
+    """The mailbox an address delivers to, as far as a sign-up limit should care: case and any
+    +tag folded, so victim+1@ and VICTIM@ count as one (most providers deliver both there)."""
+    local, _, domain = email.lower().rpartition("@")
+    return f"{local.split('+', 1)[0] or local}@{domain}"

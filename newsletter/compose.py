@@ -103,6 +103,7 @@ class Composer:
         picks = [Pick(p, match(p, interests, self.taxonomy)) for p in papers]
         return self.renderer.render(
             subscriber_id=subscriber.id,
+            salt=subscriber.token_salt,
             email=subscriber.email,
             day=day,
             interests=interests,
@@ -138,6 +139,7 @@ class Composer:
         if shared is None:  # the cache declined (its self-check failed): render in full
             rendered = self.renderer.render(
                 subscriber_id=subscriber.id,
+                salt=subscriber.token_salt,
                 email=subscriber.email,
                 day=day,
                 interests=interests,
@@ -146,14 +148,16 @@ class Composer:
             subject = rendered.subject
             text_qp, html_qp = quoted_printable(rendered.text), quoted_printable(rendered.html)
             text_wire = html_wire = None
-            unsubscribe_url = self.links.unsubscribe(subscriber.id)
+            unsubscribe_url = self.links.unsubscribe(subscriber.id, subscriber.token_salt)
         else:
             encoded = shared.encoded
             if not isinstance(encoded, EncodedDigest):
                 encoded = shared.encoded = EncodedDigest.of(
                     shared.text, shared.html, shared.tokens.values()
                 )
-            html_values, text_values = cached.personal(subscriber.id, subscriber.email, day)
+            html_values, text_values = cached.personal(
+                subscriber.id, subscriber.token_salt, subscriber.email, day
+            )
             # The List-Unsubscribe header carries the link the footer has (signed once).
             unsubscribe_url = text_values[cached.tokens["unsubscribe_url"]]
             subject = shared.subject

@@ -10,7 +10,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
+from dataclasses import dataclass
 from datetime import date
+
+# ASCII digits only and of bounded length: str.isdigit() accepts other scripts' digits, and
+# int() refuses strings of more than 4,300 digits, which made both a server error.
+# Subscriber ids are 32-bit integers in both databases: a larger one names nobody, and asking
+# PostgreSQL for it would be an error rather than "not found".
+MAX_SUBSCRIBER_ID = 2**31 - 1
+_CONFIRMATION = re.compile(r"([0-9]{1,10})\.([0-9]{1,12})\.([A-Za-z0-9_=-]{1,64})", re.ASCII)
 
 
 class Links:
@@ -27,41 +36,54 @@ class Links:
         mac.update(message.encode())
         return mac.digest()
 
-    def token(self, purpose: str, value: str) -> str:
-        return base64.urlsafe_b64encode(self._mac(f"{purpose}:{value}")[:18]).decode()
+    def token(self, purpose: str, value: str, salt: str) -> str:
+        """A link's signature. `salt` is the subscriber row's own random value: a new row gets a
+        new one and a deleted row takes its salt with it, so a token made for one row can
+        never be valid for another, whatever ids they had."""
+        return base64.urlsafe_b64encode(self._mac(f"{purpose}:{salt}:{value}")[:18]).decode()
 
-    def verify(self, purpose: str, value: str, token: str) -> bool:
-        return hmac.compare_digest(self.token(purpose, value), token)
+    def verify(self, purpose: str, value: str, salt: str, token: str) -> bool:
+        return hmac.compare_digest(self.token(purpose, value, salt), token)
 
-    def confirmation_token(self, subscriber_id: int, issued_at: int) -> str:
+    def confirmation_token(self, subscriber_id: int, salt: str, issued_at: int) -> str:
         signed = f"{subscriber_id}.{issued_at}"
-        return f"{signed}.{self.token('confirm', signed)}"
+        return f"{signed}.{self.token('confirm', signed, salt)}"
 
-    def confirmation(self, subscriber_id: int, issued_at: int) -> str:
-        return f"{self.base_url}/confirm/{self.confirmation_token(subscriber_id, issued_at)}"
+    def confirmation(self, subscriber_id: int, salt: str, issued_at: int) -> str:
+        token = self.confirmation_token(subscriber_id, salt, issued_at)
+        return f"{self.base_url}/confirm/{token}"
 
-    def check_confirmation(self, token: str, now: int, max_age: int) -> int | None:
-        """The subscriber id a confirmation token was issued for, if genuine and not expired."""
-        parts = token.split(".")
-        if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+    def confirmation_claim(self, token: str, now: int, max_age: int) -> ConfirmationClaim | None:
+        """Who a confirmation token says it is for, if well formed and not expired; the
+        signature is checked against that row's salt by `ConfirmationClaim.genuine`."""
+        match = _CONFIRMATION.fullmatch(token)
+        if match is None:
             return None
-        subscriber_id, issued_at = int(parts[0]), int(parts[1])
-        if not 0 <= now - issued_at <= max_age:
+        subscriber_id, issued_at = int(match[1]), int(match[2])
+        if subscriber_id > MAX_SUBSCRIBER_ID or not 0 <= now - issued_at <= max_age:
             return None
-        if not self.verify("confirm", f"{subscriber_id}.{issued_at}", parts[2]):
-            return None
-        return subscriber_id
+        return ConfirmationClaim(self, subscriber_id, issued_at, match[3])
 
-    def unsubscribe(self, subscriber_id: int) -> str:
-        token = self.token("unsubscribe", str(subscriber_id))
+    def unsubscribe_token(self, subscriber_id: int, salt: str) -> str:
+        return self.token("unsubscribe", str(subscriber_id), salt)
+
+    def unsubscribe(self, subscriber_id: int, salt: str) -> str:
+        token = self.unsubscribe_token(subscriber_id, salt)
         return f"{self.base_url}/unsubscribe/{subscriber_id}/{token}"
 
-    def preferences(self, subscriber_id: int) -> str:
-        token = self.token("preferences", str(subscriber_id))
+    def resubscribe(self, subscriber_id: int, salt: str) -> str:
+        token = self.unsubscribe_token(subscriber_id, salt)
+        return f"{self.base_url}/resubscribe/{subscriber_id}/{token}"
+
+    def preferences(self, subscriber_id: int, salt: str) -> str:
+        token = self.token("preferences", str(subscriber_id), salt)
         return f"{self.base_url}/preferences/{subscriber_id}/{token}"
 
-    def view(self, subscriber_id: int, day: date) -> str:
-        token = self.token("view", f"{subscriber_id}/{day.isoformat()}")
+    def view_token(self, subscriber_id: int, salt: str, day: date) -> str:
+        return self.token("view", f"{subscriber_id}/{day.isoformat()}", salt)
+
+    def view(self, subscriber_id: int, salt: str, day: date) -> str:
+        token = self.view_token(subscriber_id, salt, day)
         return f"{self.base_url}/digest/{day.isoformat()}/{subscriber_id}/{token}"
 
     def archive(self, day: date | None = None) -> str:
@@ -74,3 +96,17 @@ class Links:
         """Unique per (subscriber, digest), the same on every retry, unguessable without the key."""
         token = self._mac(f"message-id:{subscriber_id}/{day.isoformat()}").hex()[:32]
         return f"<{day:%Y%m%d}.{token}@{self.message_domain}>"
+
+
+@dataclass(frozen=True)
+class ConfirmationClaim:
+    """A well-formed, unexpired confirmation token, not yet known to be genuine."""
+
+    links: Links
+    subscriber_id: int
+    issued_at: int
+    signature: str
+
+    def genuine(self, salt: str) -> bool:
+        signed = f"{self.subscriber_id}.{self.issued_at}"
+        return self.links.verify("confirm", signed, salt, self.signature)

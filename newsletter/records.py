@@ -27,6 +27,8 @@ class SubscriberRecord:
     timezone: str | None = None
     delivery_hour: int | None = None
     weekday: int | None = None
+    # The row's random salt, which every link to this subscriber is signed over (links.py).
+    token_salt: str = ""
 
 
 @dataclass(frozen=True)

@@ -6,15 +6,17 @@ their own kind of authorisation (a signed link, a CSRF token, shell access) and 
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from typing import Any, Protocol
 
 from newsletter.addresses import normalise_email
 from newsletter.config import Settings
-from newsletter.links import Links
+from newsletter.links import MAX_SUBSCRIBER_ID, Links
 from newsletter.records import SubscriberRecord
 from newsletter.schedule import valid_timezone
 from newsletter.states import Cadence, SubscriberStatus
@@ -99,6 +101,15 @@ class SignUpMail:
 
 
 @dataclass(frozen=True)
+class SignUpRequest:
+    """A sign-up whose address and topics are valid."""
+
+    email: str
+    topics: list[str]
+    keywords: list[str]
+
+
+@dataclass(frozen=True)
 class SignUp:
     """What a sign-up led to. The visitor sees the same answer whatever it was."""
 
@@ -159,26 +170,35 @@ class Subscriptions:
 
     # -- a visitor, from a form, the API or a mail link --------------------------------------
 
-    def sign_up(self, raw_email: str, topics: Sequence[str], keywords: Sequence[str]) -> SignUp:
-        """Record a sign-up and decide which mail, if any, goes out.
-
-        InvalidAddress and ConfigError (unknown topic) are about what was typed, never about
-        whether the address is known, so they may be shown.
-        """
-        email = normalise_email(raw_email)
-        slugs = self.taxonomy.validate_slugs(topics)
-        record, may_mail = self.subscribers.sign_up(
-            email, slugs, clean_keywords(keywords), self.settings.confirm_cooldown_seconds
+    def sign_up_request(
+        self, raw_email: str, topics: Sequence[str], keywords: Sequence[str]
+    ) -> SignUpRequest:
+        """A sign-up checked for what was typed: InvalidAddress and ConfigError (unknown topic)
+        are never about whether the address is known, so they may be shown. The rest of the
+        sign-up (`sign_up`) runs after the visitor has their answer."""
+        return SignUpRequest(
+            normalise_email(raw_email),
+            self.taxonomy.validate_slugs(topics),
+            clean_keywords(keywords),
         )
-        if not may_mail or self.suppressions.suppressed([email]):
+
+    def sign_up(self, request: SignUpRequest) -> SignUp:
+        """Record a sign-up and decide which mail, if any, goes out."""
+        email = request.email
+        record, may_mail = self.subscribers.sign_up(
+            email, request.topics, request.keywords, self.settings.confirm_cooldown_seconds
+        )
+        # Asked on every branch, so that no branch is quicker than another.
+        suppressed = bool(self.suppressions.suppressed([email]))
+        if not may_mail or suppressed:
             return SignUp(record.id, None)
         if record.status == SubscriberStatus.PENDING:
-            url = self.links.confirmation(record.id, int(self._clock()))
+            url = self.links.confirmation(record.id, record.token_salt, int(self._clock()))
             return SignUp(record.id, SignUpMail(MailKind.CONFIRMATION, email, url))
         if record.status in (SubscriberStatus.ACTIVE, SubscriberStatus.PAUSED):
             # Already subscribed: remind the owner where their settings are, tell the visitor
             # nothing different.
-            url = self.links.preferences(record.id)
+            url = self.links.preferences(record.id, record.token_salt)
             return SignUp(record.id, SignUpMail(MailKind.PREFERENCES, email, url))
         return SignUp(record.id, None)
 
@@ -187,18 +207,30 @@ class Subscriptions:
         self.subscribers.release_confirmation(subscriber_id)
 
     def confirmation_valid(self, token: str) -> bool:
-        return self._confirmed_id(token) is not None
+        return self._confirmed(token) is not None
 
     def confirm(self, token: str) -> SubscriberRecord | None:
         """The subscriber, active now if they were pending; None for a bad or expired token."""
-        subscriber_id = self._confirmed_id(token)
-        return self.subscribers.confirm(subscriber_id) if subscriber_id is not None else None
+        record = self._confirmed(token)
+        return self.subscribers.confirm(record.id) if record is not None else None
 
     def signed(self, purpose: str, subscriber_id: int, token: str) -> SubscriberRecord | None:
         """The subscriber a preferences or unsubscribe link belongs to, if the link is genuine."""
-        if not self.links.verify(purpose, str(subscriber_id), token):
+        record = self._existing(subscriber_id)
+        if record is None or not self.links.verify(
+            purpose, str(subscriber_id), record.token_salt, token
+        ):
             return None
-        return self.subscribers.by_id(subscriber_id)
+        return record
+
+    def viewer(self, subscriber_id: int, day: date, token: str) -> SubscriberRecord | None:
+        """The subscriber a "view in browser" link for `day` belongs to, if it is genuine."""
+        record = self._existing(subscriber_id)
+        if record is None or not hmac.compare_digest(
+            self.links.view_token(subscriber_id, record.token_salt, day), token
+        ):
+            return None
+        return record
 
     def save_preferences(
         self,
@@ -252,10 +284,20 @@ class Subscriptions:
     def all(self) -> list[SubscriberRecord]:
         return self.subscribers.all()
 
-    def _confirmed_id(self, token: str) -> int | None:
-        return self.links.check_confirmation(
+    def _existing(self, subscriber_id: int) -> SubscriberRecord | None:
+        if not 0 < subscriber_id <= MAX_SUBSCRIBER_ID:
+            return None
+        return self.subscribers.by_id(subscriber_id)
+
+    def _confirmed(self, token: str) -> SubscriberRecord | None:
+        """The subscriber a genuine, unexpired confirmation token was made for."""
+        claim = self.links.confirmation_claim(
             token, int(self._clock()), self.settings.confirm_max_age_seconds
         )
+        record = self._existing(claim.subscriber_id) if claim is not None else None
+        if claim is None or record is None or not claim.genuine(record.token_salt):
+            return None
+        return record
 
 
 def _bounded(value: object, low: int, high: int, name: str) -> int | None:

@@ -50,6 +50,10 @@ def app(make_newsletter: Callable[..., Newsletter]) -> Newsletter:
     return newsletter
 
 
+def salt_of(sub_id: int) -> str:
+    return f"salt-{sub_id}"
+
+
 def claimed(
     app: Newsletter, sub_id: int, email_: str, topics: Any, keywords: Any
 ) -> ClaimedDelivery:
@@ -63,6 +67,7 @@ def claimed(
         topics=tuple(topics),
         keywords=tuple(keywords),
         created_at=datetime(2026, 1, 1),
+        token_salt=salt_of(sub_id),
     )
     return ClaimedDelivery(
         id=sub_id,
@@ -81,6 +86,7 @@ def uncached(app: Newsletter, delivery: ClaimedDelivery, envelope: Envelope) -> 
     papers = app.composer.papers(delivery.paper_ids)
     rendered = app.composer.renderer.render(
         subscriber_id=sub.id,
+        salt=sub.token_salt,
         email=sub.email,
         day=DAY,
         interests=interests,
@@ -94,7 +100,7 @@ def uncached(app: Newsletter, delivery: ClaimedDelivery, envelope: Envelope) -> 
         message_id=delivery.message_id,
         list_id=app.settings.list_id,
         list_name=app.settings.newsletter_name,
-        unsubscribe_url=app.links.unsubscribe(sub.id),
+        unsubscribe_url=app.links.unsubscribe(sub.id, sub.token_salt),
         text=rendered.text,
         html=rendered.html,
         date=parsedate_to_datetime(sent_date),
@@ -129,12 +135,12 @@ def test_cached_message_parses_with_each_subscribers_own_links(app: Newsletter) 
         html = message.get_body(preferencelist=("html",)).get_content()  # type: ignore[union-attr]
         text = message.get_body(preferencelist=("plain",)).get_content()  # type: ignore[union-attr]
         assert shown in html
-        assert app.links.unsubscribe(sub_id) in text
-        assert app.links.unsubscribe(sub_id) in html
+        assert app.links.unsubscribe(sub_id, salt_of(sub_id)) in text
+        assert app.links.unsubscribe(sub_id, salt_of(sub_id)) in html
         for token in app.composer.cached_renderer.tokens.values():
             assert token not in html and token not in text
-        assert message["List-Unsubscribe"] == f"<{app.links.unsubscribe(sub_id)}>"
-    assert app.links.unsubscribe(1) not in second.data.decode()
+        assert message["List-Unsubscribe"] == f"<{app.links.unsubscribe(sub_id, salt_of(sub_id))}>"
+    assert app.links.unsubscribe(1, salt_of(1)) not in second.data.decode()
 
 
 def test_a_template_that_transforms_a_personal_field_falls_back_to_plain_rendering(

@@ -72,3 +72,50 @@ def test_0004_keys_the_sent_log_by_paper_without_foreign_keys_and_keeps_its_rows
             assert conn.scalar(text("SELECT count(*) FROM sent_papers")) == 0
     finally:
         store.close()
+
+
+def test_0005_keeps_subscribers_and_deliveries_salts_each_row_and_never_reuses_ids(
+    database_url: str,
+) -> None:
+    store = Store(database_url)
+    try:
+        store.upgrade("0004")
+        now = datetime(2026, 2, 13, 7, 0)
+        with store.engine.begin() as conn:
+            for email in ("ada@example.org", "bob@example.org"):  # ids 1 and 2
+                conn.execute(
+                    text(
+                        "INSERT INTO subscribers (email, status, topics, keywords, "
+                        "created_at, bounce_count, frequency) VALUES (:email, 'active', "
+                        "'[\"agents\"]', '[]', :now, 0, 'daily')"
+                    ),
+                    {"email": email, "now": now},
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO deliveries (id, subscriber_id, digest_date, status, message_id, "
+                    "paper_ids, attempts, created_at, updated_at) VALUES (7, 2, :day, 'sent', "
+                    "'<m@x>', '[\"2602.00001\"]', 1, :now, :now)"
+                ),
+                {"day": date(2026, 2, 13), "now": now},
+            )
+
+        store.upgrade("0005")
+
+        kept = store.subscribers.all()
+        assert [(s.id, s.email, s.topics) for s in kept] == [
+            (1, "ada@example.org", ("agents",)),
+            (2, "bob@example.org", ("agents",)),
+        ]
+        salts = {s.token_salt for s in kept}
+        assert len(salts) == 2 and all(len(salt) >= 16 for salt in salts)
+        with store.engine.connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM deliveries")) == 1
+        assert store.subscribers.delete("bob@example.org")
+        again = store.subscribers.upsert("carol@example.org", [], [])
+        assert again.id == 3  # not bob's 2
+        downgrade(store, "0004")
+        with store.engine.connect() as conn:
+            assert conn.scalar(text("SELECT count(*) FROM subscribers")) == 2
+    finally:
+        store.close()

@@ -186,9 +186,9 @@ def test_footer_links_are_signed_and_built_from_the_base_url(
     anchors = Markup(hostile.html).anchors
     by_text = {a.text.strip(): a.href for a in anchors}
     expected = {
-        "Manage preferences": app.links.preferences(subscriber.id),
-        "Unsubscribe": app.links.unsubscribe(subscriber.id),
-        "View in browser": app.links.view(subscriber.id, HOSTILE_DAY),
+        "Manage preferences": app.links.preferences(subscriber.id, subscriber.token_salt),
+        "Unsubscribe": app.links.unsubscribe(subscriber.id, subscriber.token_salt),
+        "View in browser": app.links.view(subscriber.id, subscriber.token_salt, HOSTILE_DAY),
     }
 
     for label, url in expected.items():
@@ -209,9 +209,9 @@ def test_text_part_carries_the_same_links_and_no_template_markup(
     subscriber = app.store.subscribers.by_email(READER)
     assert subscriber is not None
     links = [
-        app.links.view(subscriber.id, HOSTILE_DAY),
-        app.links.preferences(subscriber.id),
-        app.links.unsubscribe(subscriber.id),
+        app.links.view(subscriber.id, subscriber.token_salt, HOSTILE_DAY),
+        app.links.preferences(subscriber.id, subscriber.token_salt),
+        app.links.unsubscribe(subscriber.id, subscriber.token_salt),
         app.links.archive(HOSTILE_DAY),
     ]
 

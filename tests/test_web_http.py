@@ -150,7 +150,7 @@ def test_sign_up_confirm_receive_and_one_click_unsubscribe(site: Site, tmp_path:
 
 def test_one_click_accepts_multipart_bodies(site: Site) -> None:
     record = site.newsletter.store.subscribers.upsert("multi@example.org", [], [])
-    url = site.newsletter.links.unsubscribe(record.id)
+    url = site.newsletter.links.unsubscribe(record.id, record.token_salt)
     answer = httpx.post(
         url, files={"List-Unsubscribe": (None, "One-Click")}, follow_redirects=False
     )
@@ -160,7 +160,7 @@ def test_one_click_accepts_multipart_bodies(site: Site) -> None:
 
 def test_get_on_unsubscribe_link_changes_nothing_and_offers_resubscribe(site: Site) -> None:
     record = site.newsletter.store.subscribers.upsert("keep@example.org", [], [])
-    url = site.newsletter.links.unsubscribe(record.id)
+    url = site.newsletter.links.unsubscribe(record.id, record.token_salt)
     page = site.client.get(url)
     assert page.status_code == 200 and "<form" in page.text
     assert site.newsletter.store.subscribers.by_email("keep@example.org").status == "active"
@@ -250,7 +250,7 @@ def test_per_ip_limit(make_settings: Callable[..., Settings], smtp_server: Captu
 
 def test_preferences_export_and_delete(site: Site) -> None:
     record = site.newsletter.store.subscribers.upsert("prefs@example.org", [], [])
-    url = site.newsletter.links.preferences(record.id)
+    url = site.newsletter.links.preferences(record.id, record.token_salt)
     page = site.client.get(url)
     assert page.status_code == 200
     saved = site.client.post(
@@ -312,7 +312,9 @@ def test_json_api_journey_and_openapi(site: Site) -> None:
     assert confirmed.status_code == 200 and confirmed.json()["status"] == "active"
     assert api.post("/api/confirm", json={"token": token + "x"}).status_code == 400
     record = site.newsletter.store.subscribers.by_email("api@example.org")
-    prefs = site.newsletter.links.preferences(record.id).replace(site.base, "/api")
+    prefs = site.newsletter.links.preferences(record.id, record.token_salt).replace(
+        site.base, "/api"
+    )
     updated = api.put(
         prefs, json={"topics": ["llm-inference"], "keywords": ["KV cache"], "frequency": "daily"}
     )
@@ -321,7 +323,9 @@ def test_json_api_journey_and_openapi(site: Site) -> None:
     scheduled = api.put(prefs, json={"timezone": "Asia/Tokyo", "delivery_hour": 6, "weekday": 2})
     assert scheduled.json()["timezone"] == "Asia/Tokyo" and scheduled.json()["delivery_hour"] == 6
     assert api.put(prefs, json={"timezone": "Nowhere/Land"}).status_code == 422
-    unsub = site.newsletter.links.unsubscribe(record.id).replace(site.base, "/api")
+    unsub = site.newsletter.links.unsubscribe(record.id, record.token_salt).replace(
+        site.base, "/api"
+    )
     assert api.post(unsub).json()["status"] == "unsubscribed"
     schema = api.get("/api/openapi.json").json()
     assert "/api/subscribe" in schema["paths"] and "/subscribe" not in schema["paths"]
@@ -334,10 +338,14 @@ def test_archive_web_version_and_feed(site: Site, tmp_path: object) -> None:
     assert f"/archive/{DAY_ONE}" in archive.text
     day = site.client.get(f"/archive/{DAY_ONE}")
     assert "Diffusion Models Dream of Sheep" in day.text  # the full list, not one person's
-    view = site.client.get(site.newsletter.links.view(record.id, DAY_ONE).replace(site.base, ""))
+    view = site.client.get(
+        site.newsletter.links.view(record.id, record.token_salt, DAY_ONE).replace(site.base, "")
+    )
     assert view.status_code == 200 and "A Compiler for Sparse Tensors" in view.text
     assert "Diffusion Models" not in view.text
-    other = site.newsletter.links.view(record.id + 1, DAY_ONE).replace(site.base, "")
+    other = site.newsletter.links.view(record.id + 1, record.token_salt, DAY_ONE).replace(
+        site.base, ""
+    )
     assert site.client.get(other).status_code == 404
     feed = site.client.get("/archive.atom")
     assert feed.headers["content-type"].startswith("application/atom+xml")

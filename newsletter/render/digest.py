@@ -90,26 +90,28 @@ class DigestRenderer:
         names += [f"“{k}”" for k in interests.keywords]
         return f"{count} new {noun} on {', '.join(names)}."
 
-    def personal(self, subscriber_id: int, email: str, day: date) -> dict[str, str]:
-        """The context entries that are the subscriber's own (see PERSONAL_FIELDS)."""
+    def personal(self, subscriber_id: int, salt: str, email: str, day: date) -> dict[str, str]:
+        """The context entries that are the subscriber's own (see PERSONAL_FIELDS); `salt` is
+        the subscriber's token salt, which their links are signed over."""
         return {
             "email": email,
-            "view_url": self.links.view(subscriber_id, day),
-            "preferences_url": self.links.preferences(subscriber_id),
-            "unsubscribe_url": self.links.unsubscribe(subscriber_id),
+            "view_url": self.links.view(subscriber_id, salt, day),
+            "preferences_url": self.links.preferences(subscriber_id, salt),
+            "unsubscribe_url": self.links.unsubscribe(subscriber_id, salt),
         }
 
     def render(
         self,
         *,
         subscriber_id: int,
+        salt: str,
         email: str,
         day: date,
         interests: Interests,
         picks: Sequence[Pick],
     ) -> RenderedDigest:
         subject, context = self._shared(day, interests, picks)
-        context.update(self.personal(subscriber_id, email, day))
+        context.update(self.personal(subscriber_id, salt, email, day))
         return RenderedDigest(subject, self._html.render(context), self._text.render(context))
 
     def render_template(
@@ -189,10 +191,10 @@ class CachedRenderer:
         return found
 
     def personal(
-        self, subscriber_id: int, email: str, day: date
+        self, subscriber_id: int, salt: str, email: str, day: date
     ) -> tuple[dict[str, str], dict[str, str]]:
         """token -> value for the HTML part (escaped) and for the text part (verbatim)."""
-        values = self.renderer.personal(subscriber_id, email, day)
+        values = self.renderer.personal(subscriber_id, salt, email, day)
         html = {self.tokens[k]: str(escape(v)) for k, v in values.items()}
         text = {self.tokens[k]: v for k, v in values.items()}
         return html, text
@@ -201,6 +203,7 @@ class CachedRenderer:
         self,
         *,
         subscriber_id: int,
+        salt: str,
         email: str,
         day: date,
         interests: Interests,
@@ -209,22 +212,32 @@ class CachedRenderer:
         shared = self.template(day, interests, picks)
         if shared is None:
             return self.renderer.render(
-                subscriber_id=subscriber_id, email=email, day=day, interests=interests, picks=picks
+                subscriber_id=subscriber_id,
+                salt=salt,
+                email=email,
+                day=day,
+                interests=interests,
+                picks=picks,
             )
-        html_values, text_values = self.personal(subscriber_id, email, day)
+        html_values, text_values = self.personal(subscriber_id, salt, email, day)
         return RenderedDigest(
             shared.subject, fill(shared.html, html_values), fill(shared.text, text_values)
         )
 
     def _self_check(self, day: date, interests: Interests, picks: Sequence[Pick]) -> bool:
-        probe_id, probe_email = 987654321, "o'brien+x&y<z>\"@example.org"
+        probe_id, probe_salt, probe_email = 987654321, "pr0be-_", "o'brien+x&y<z>\"@example.org"
         plain = self.renderer.render(
-            subscriber_id=probe_id, email=probe_email, day=day, interests=interests, picks=picks
+            subscriber_id=probe_id,
+            salt=probe_salt,
+            email=probe_email,
+            day=day,
+            interests=interests,
+            picks=picks,
         )
         shared = self.renderer.render_template(
             day=day, interests=interests, picks=picks, tokens=self.tokens
         )
-        html_values, text_values = self.personal(probe_id, probe_email, day)
+        html_values, text_values = self.personal(probe_id, probe_salt, probe_email, day)
         return (
             fill(shared.html, html_values) == plain.html
             and fill(shared.text, text_values) == plain.text

@@ -46,6 +46,7 @@ def subscriber_record(row: Any) -> SubscriberRecord:
         timezone=row.timezone,
         delivery_hour=row.delivery_hour,
         weekday=row.weekday,
+        token_salt=row.token_salt,
     )
 
 
@@ -83,6 +84,7 @@ SUBSCRIBER_COLUMNS = (
     SubscriberRow.timezone,
     SubscriberRow.delivery_hour,
     SubscriberRow.weekday,
+    SubscriberRow.token_salt,
 )
 
 

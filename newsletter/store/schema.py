@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import date, datetime
 
 from sqlalchemy import (
@@ -57,8 +58,15 @@ class ListingRow(Base):
     position: Mapped[int] = mapped_column(Integer)
 
 
+def new_token_salt() -> str:
+    return secrets.token_urlsafe(16)
+
+
 class SubscriberRow(Base):
     __tablename__ = "subscribers"
+    # AUTOINCREMENT: SQLite would otherwise hand a deleted subscriber's id to the next one
+    # (PostgreSQL's sequence never does). Migration 0005.
+    __table_args__ = ({"sqlite_autoincrement": True},)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
@@ -77,6 +85,21 @@ class SubscriberRow(Base):
     timezone: Mapped[str | None] = mapped_column(String(64))
     delivery_hour: Mapped[int | None] = mapped_column(Integer)
     weekday: Mapped[int | None] = mapped_column(Integer)  # weekly digests: 0 = Monday
+    # Random per row, and every link to the subscriber is signed over it: a token made for a
+    # deleted row matches no other row (links.py).
+    token_salt: Mapped[str] = mapped_column(String(32), default=new_token_salt)
+
+
+class ConfirmCooldownRow(Base):
+    """When a mailbox (the address with case and +tag folded) was last sent a confirmation or
+    reminder: at most one per mailbox per cooldown, whichever variant was typed. Keyed by a
+    hash of the mailbox, so a deleted subscriber's address is not kept here; rows older than
+    the cooldown are removed by the next sign-up."""
+
+    __tablename__ = "confirm_cooldowns"
+
+    mailbox_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sent_at: Mapped[datetime] = mapped_column(DateTime, index=True)
 
 
 class DigestRunRow(Base):

@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
+from newsletter.addresses import mailbox
 from newsletter.clock import utcnow
 from newsletter.records import SubscriberRecord
 from newsletter.states import Cadence, DeliveryStatus, SkipReason, SubscriberStatus
 from newsletter.store.backend import Backend
 from newsletter.store.outbox import finish
 from newsletter.store.rows import changed, subscriber_record
-from newsletter.store.schema import DeliveryRow, SentPaperRow, SubscriberRow
+from newsletter.store.schema import ConfirmCooldownRow, DeliveryRow, SentPaperRow, SubscriberRow
+
+
+def mailbox_key(email: str) -> str:
+    """The cooldown's key for an address: its mailbox, hashed (see ConfirmCooldownRow)."""
+    return hashlib.sha256(mailbox(email).encode()).hexdigest()
 
 
 class Subscribers:
@@ -141,8 +149,7 @@ class Subscribers:
 
         New, pending and unsubscribed addresses become pending with the chosen interests; an
         active or paused subscriber's interests are left alone (a stranger must not change
-        them). At most one mail per address per cooldown, decided by one conditional UPDATE
-        so that concurrent sign-ups cannot both win.
+        them). At most one mail per mailbox per cooldown (case and +tags folded).
         """
         now = utcnow()
         with self._db.session() as s:
@@ -161,28 +168,42 @@ class Subscribers:
                 row.topics = list(topics)
                 row.keywords = list(keywords)
             s.flush()
-            cutoff = now - timedelta(seconds=cooldown_seconds)
-            claimed = s.execute(
-                update(SubscriberRow)
-                .where(
-                    SubscriberRow.id == row.id,
-                    or_(
-                        SubscriberRow.confirm_sent_at.is_(None),
-                        SubscriberRow.confirm_sent_at <= cutoff,
-                    ),
-                )
-                .values(confirm_sent_at=now)
-                .execution_options(synchronize_session=False)
+            claimed = self._claim_mailbox(s, email, now, cooldown_seconds)
+            if claimed:
+                row.confirm_sent_at = now
+            return subscriber_record(row), claimed
+
+    def _claim_mailbox(self, s: Session, email: str, now: datetime, cooldown_seconds: int) -> bool:
+        """Whether this sign-up may mail the address's mailbox: one INSERT ... ON CONFLICT on
+        the mailbox's key, so concurrent sign-ups for any of its variants cannot both win."""
+        cutoff = now - timedelta(seconds=cooldown_seconds)
+        cooldowns = ConfirmCooldownRow.__table__
+        s.execute(delete(ConfirmCooldownRow).where(ConfirmCooldownRow.sent_at <= cutoff))
+        claim = (
+            self._db.insert(cooldowns)
+            .values(mailbox_hash=mailbox_key(email), sent_at=now)
+            .on_conflict_do_update(
+                index_elements=[cooldowns.c.mailbox_hash],
+                set_={"sent_at": now},
+                where=cooldowns.c.sent_at <= cutoff,
             )
-            return subscriber_record(row), changed(claimed)
+            # RETURNING, not the row count: PostgreSQL counts a conflict whose update was
+            # refused as a changed row.
+            .returning(cooldowns.c.mailbox_hash)
+        )
+        return s.execute(claim).first() is not None
 
     def release_confirmation(self, subscriber_id: int) -> None:
         """Let a confirmation mail go out again at once (the last one could not be sent)."""
         with self._db.session() as s:
+            row = s.get(SubscriberRow, subscriber_id)
+            if row is None:
+                return
+            row.confirm_sent_at = None
             s.execute(
-                update(SubscriberRow)
-                .where(SubscriberRow.id == subscriber_id)
-                .values(confirm_sent_at=None)
+                delete(ConfirmCooldownRow).where(
+                    ConfirmCooldownRow.mailbox_hash == mailbox_key(row.email)
+                )
             )
 
     def confirm(self, subscriber_id: int) -> SubscriberRecord | None:

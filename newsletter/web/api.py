@@ -85,12 +85,12 @@ async def subscribe(body: SubscribeRequest, request: Request, site: SiteDep) -> 
     if not site.signups.allow(client_ip(request, site.settings.trusted_proxy_hops)):
         raise HTTPException(429, "too many sign-ups from this address; try again later")
     try:
-        result = await run_in_threadpool(
-            site.subscriptions.sign_up, body.email, body.topics, split_keywords(body.keywords)
+        checked = site.subscriptions.sign_up_request(
+            body.email, body.topics, split_keywords(body.keywords)
         )
     except (InvalidAddress, ConfigError) as exc:
         raise HTTPException(422, str(exc)) from None
-    site.send_sign_up_mail(result)
+    site.sign_up_later(checked)
     return Accepted()
 
 

@@ -1,15 +1,18 @@
-"""Confirmation mail, sent in the background so a sign-up answers at once and in the same time
-whether or not a mail goes out (no address enumeration by timing)."""
+"""Confirmation mail, and the sign-ups that decide it, run in the background: a sign-up answers
+once what was typed is checked, before the database is asked anything, so the answer takes the
+same time whether the address is new, pending, subscribed, suppressed or recently mailed (no
+address enumeration by timing)."""
 
 from __future__ import annotations
 
 import asyncio
 import html
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from typing import Any
 
 from newsletter.config import Settings
 from newsletter.send.message import Envelope
@@ -87,18 +90,27 @@ def sign_up_message(settings: Settings, mail: SignUpMail) -> Envelope:
 
 
 class ConfirmationMailer:
-    """Sends confirmation mails on background tasks, one short SMTP session each."""
+    """Runs sign-ups and sends their mails on background tasks, one short SMTP session each."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._tasks: set[asyncio.Task[bool]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
 
-    def send_later(self, envelope: Envelope, on_failure: Callable[[], None] | None = None) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(envelope, on_failure))
+    def run_later(self, work: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(self._logged(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, envelope: Envelope, on_failure: Callable[[], None] | None) -> bool:
+    def send_later(self, envelope: Envelope, on_failure: Callable[[], None] | None = None) -> None:
+        self.run_later(self.send(envelope, on_failure))
+
+    async def _logged(self, work: Coroutine[Any, Any, Any]) -> None:
+        try:
+            await work
+        except Exception as exc:  # a background task must log, never die silently
+            log.error("background sign-up failed: %s", exc)
+
+    async def send(self, envelope: Envelope, on_failure: Callable[[], None] | None = None) -> bool:
         config = SmtpConfig.from_settings(self.settings)
         config.connections = 1
         sender = SmtpSender(config)

@@ -81,15 +81,14 @@ async def subscribe(request: Request, site: SiteDep) -> HTMLResponse:
         log.info("honeypot sign-up ignored")
     else:
         try:
-            result = await run_in_threadpool(
-                site.subscriptions.sign_up,
+            checked = site.subscriptions.sign_up_request(
                 str(form.get("email", "")),
                 form.get("topics", []),
                 split_keywords(form.get("keywords")),
             )
         except (InvalidAddress, ConfigError) as exc:
             return await _home_page(site, request, form, [str(exc)], 400)
-        site.send_sign_up_mail(result)
+        site.sign_up_later(checked)
     return site.notice(
         request,
         "Check your inbox",
@@ -126,7 +125,8 @@ async def confirm(request: Request, token: str, site: SiteDep) -> Response:
     record = await run_in_threadpool(site.subscriptions.confirm, token)
     if record is None:
         return _expired_link(site, request)
-    return RedirectResponse(site.links.preferences(record.id) + "?welcome=1", status_code=303)
+    welcome = site.links.preferences(record.id, record.token_salt) + "?welcome=1"
+    return RedirectResponse(welcome, status_code=303)
 
 
 # -- preferences, export, delete ---------------------------------------------------------------
@@ -166,7 +166,8 @@ async def save_preferences(
         )
     except (ConfigError, ValueError) as exc:
         return _preferences_page(site, request, record, errors=[str(exc)], status_code=400)
-    return RedirectResponse(site.links.preferences(subscriber_id) + "?saved=1", status_code=303)
+    saved = site.links.preferences(record.id, record.token_salt) + "?saved=1"
+    return RedirectResponse(saved, status_code=303)
 
 
 async def export(subscriber_id: int, token: str, site: SiteDep) -> Response:
@@ -202,7 +203,7 @@ def _preferences_page(
     status_code: int = 200,
 ) -> HTMLResponse:
     links, settings = site.links, site.settings
-    base = links.preferences(record.id)
+    base = links.preferences(record.id, record.token_salt)
     return site.page(
         request,
         "preferences.html.j2",
@@ -212,7 +213,7 @@ def _preferences_page(
         action=base,
         export_url=f"{base}/export",
         delete_url=f"{base}/delete",
-        unsubscribe_url=links.unsubscribe(record.id),
+        unsubscribe_url=links.unsubscribe(record.id, record.token_salt),
         weekdays=WEEKDAYS,
         timezones=timezone_names(),
         chosen_timezone=record.timezone or settings.default_timezone,
@@ -250,12 +251,12 @@ async def unsubscribe_page(
     if record is None:
         return _not_found(site, request)
     if record.status == SubscriberStatus.UNSUBSCRIBED:
-        return _unsubscribed_notice(site, request, subscriber_id)
+        return _unsubscribed_notice(site, request, record)
     return site.notice(
         request,
         "Unsubscribe?",
         f"{record.email} will get no more digests.",
-        action=site.links.unsubscribe(subscriber_id),
+        action=site.links.unsubscribe(record.id, record.token_salt),
         button="Unsubscribe",
     )
 
@@ -270,7 +271,7 @@ async def unsubscribe(
     if record is None:
         return _not_found(site, request)
     await run_in_threadpool(site.subscriptions.unsubscribe, subscriber_id)
-    return _unsubscribed_notice(site, request, subscriber_id)
+    return _unsubscribed_notice(site, request, record)
 
 
 async def resubscribe(
@@ -286,20 +287,19 @@ async def resubscribe(
         "Welcome back",
         "Your digests start again tomorrow.",
         extra_link={
-            "url": site.links.preferences(subscriber_id),
+            "url": site.links.preferences(record.id, record.token_salt),
             "label": "Review your preferences",
         },
     )
 
 
-def _unsubscribed_notice(site: Site, request: Request, subscriber_id: int) -> HTMLResponse:
-    token = site.links.token("unsubscribe", str(subscriber_id))
+def _unsubscribed_notice(site: Site, request: Request, record: SubscriberRecord) -> HTMLResponse:
     return site.notice(
         request,
         "You are unsubscribed",
         "No more digests will be sent to this address.",
         "Changed your mind?",
-        action=f"{site.links.base_url}/resubscribe/{subscriber_id}/{token}",
+        action=site.links.resubscribe(record.id, record.token_salt),
         button="Resubscribe",
         button_class="secondary",
     )
@@ -311,7 +311,8 @@ def _unsubscribed_notice(site: Site, request: Request, subscriber_id: int) -> HT
 async def web_version(
     request: Request, day: date, subscriber_id: int, token: str, site: SiteDep
 ) -> HTMLResponse:
-    if not site.links.verify("view", f"{subscriber_id}/{day.isoformat()}", token):
+    viewer = await run_in_threadpool(site.subscriptions.viewer, subscriber_id, day, token)
+    if viewer is None:
         return _not_found(site, request)
     html = await run_in_threadpool(site.newsletter.web_version, subscriber_id, day)
     return HTMLResponse(html) if html is not None else _not_found(site, request)

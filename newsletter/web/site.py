@@ -17,7 +17,7 @@ from newsletter.links import Links
 from newsletter.papers import Paper
 from newsletter.records import SubscriberRecord
 from newsletter.subscriptions import (
-    SignUp,
+    SignUpRequest,
     SubscriberStore,
     Subscriptions,
     SuppressionLookup,
@@ -131,10 +131,16 @@ class Site:
             extra_link=extra_link,
         )
 
-    def send_sign_up_mail(self, result: SignUp) -> None:
+    def sign_up_later(self, request: SignUpRequest) -> None:
+        """Record the sign-up and send its mail after the visitor has their answer, which is
+        then the same, in content and in time, whatever the address's state."""
+        self.mailer.run_later(self._sign_up(request))
+
+    async def _sign_up(self, request: SignUpRequest) -> None:
+        result = await run_in_threadpool(self.subscriptions.sign_up, request)
         if result.mail is not None:
             subscriber_id = result.subscriber_id
-            self.mailer.send_later(
+            await self.mailer.send(
                 sign_up_message(self.settings, result.mail),
                 on_failure=lambda: self.subscriptions.mail_failed(subscriber_id),
             )
