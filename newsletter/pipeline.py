@@ -135,11 +135,7 @@ class Newsletter:
                 interval=s.arxiv_request_interval,
                 timeout=s.http_timeout,
             )
-        result, stated = localfile.read(Path(name))
-        chosen = day or stated
-        if chosen is None:
-            raise SourceError(f"{name} does not say which day it lists; pass --date YYYY-MM-DD")
-        return chosen, result
+        return localfile.read_day(Path(name), day)
 
     def fetch(self, day: date | None = None, source: str | None = None) -> FetchReport:
         day, result = self.read_source(day, source)

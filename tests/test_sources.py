@@ -27,6 +27,7 @@ from newsletter.papers import ABSTRACT_LIMIT, AUTHORS_KEPT, TITLE_LIMIT, Paper, 
 from newsletter.sources import arxiv, huggingface, localfile
 from newsletter.store import Store
 from newsletter.store.schema import PaperRow
+from tests.fixtures import shapes
 from tests.fixtures.hostile import (
     CONTROL_TITLE,
     CRLF_TITLE,
@@ -221,9 +222,30 @@ def test_hf_item_with_only_the_keys_the_api_always_sends_parses() -> None:
     assert paper.organization is None and paper.ai_keywords == []
 
 
-def test_hf_listed_dates_come_from_the_top_level_published_at() -> None:
-    dates = huggingface.listed_dates(sample_items("2026-02-12"))
-    assert set(dates) == {date(2026, 2, 12)}
+def test_hf_sample_days_are_in_the_2026_shape_and_list_on_the_submitted_day() -> None:
+    items = sample_items("2026-02-12")
+    # The top-level publishedAt is the arXiv date, which is never the listing day here.
+    assert all(item["publishedAt"] == item["paper"]["publishedAt"] for item in items)
+    assert date(2026, 2, 12) not in {date.fromisoformat(i["publishedAt"][:10]) for i in items}
+    assert set(huggingface.listed_dates(items)) == {date(2026, 2, 12)}
+
+
+def test_hf_listing_day_of_a_2026_item_is_paper_submitted_on_daily_at() -> None:
+    item = shapes.item_2026("2608.80001", listed="2026-08-21", published="2026-08-19")
+    assert huggingface.listing_day(item) == date(2026, 8, 21)
+
+
+def test_hf_listing_day_of_a_2024_item_is_the_top_level_published_at() -> None:
+    item = shapes.item_2024("2403.80001", listed="2024-03-13", published="2024-03-11")
+    assert huggingface.listing_day(item) == date(2024, 3, 13)
+
+
+def test_hf_changeover_item_states_no_listing_day() -> None:
+    item = shapes.item_changeover("2501.80001", published="2025-01-02")
+    assert huggingface.listing_day(item) is None
+    bare = {"paper": {"id": "2501.80002", "title": "t"}}
+    assert huggingface.listing_day(bare) is None
+    assert huggingface.listing_day("junk") is None
 
 
 # -- Hugging Face: hostile and malformed input -----------------------------------------------
@@ -597,27 +619,84 @@ def test_localfile_accepts_a_utf8_byte_order_mark(tmp_path: Path, fixture: str) 
     assert len(result.papers) == (16 if fixture == "json" else len(RSS_IDS))
 
 
-def test_localfile_json_without_listing_dates_states_none(tmp_path: Path) -> None:
-    items = sample_items("2026-02-13")[:2]
-    for item in items:
-        del item["publishedAt"]
+def test_localfile_2026_file_is_stored_under_its_listing_day_not_the_arxiv_date(
+    tmp_path: Path,
+) -> None:
+    items = [
+        shapes.item_2026(f"2608.8000{n}", listed="2026-08-21", published="2026-08-19")
+        for n in range(1, 4)
+    ]
+    path = tmp_path / "day.json"
+    path.write_text(json.dumps(items), "utf-8")
+    assert localfile.read_day(path) == (date(2026, 8, 21), localfile.read(path)[0])
+
+
+def test_localfile_2024_file_is_stored_under_its_listing_day(tmp_path: Path) -> None:
+    items = [
+        shapes.item_2024(f"2403.8000{n}", listed="2024-03-13", published="2024-03-12")
+        for n in range(1, 3)
+    ]
+    path = tmp_path / "day.json"
+    path.write_text(json.dumps(items), "utf-8")
+    day, result = localfile.read_day(path)
+    assert day == date(2024, 3, 13) and len(result.papers) == 2
+
+
+def test_localfile_json_without_listing_day_asks_for_date(tmp_path: Path) -> None:
+    items = [shapes.item_changeover(f"2501.8000{n}", published="2025-01-02") for n in (1, 2)]
     path = tmp_path / "day.json"
     path.write_text(json.dumps(items), "utf-8")
     result, listed = localfile.read(path)
     assert len(result.papers) == 2 and listed is None
+    with pytest.raises(SourceError, match=r"cannot tell which day .* pass --date YYYY-MM-DD") as e:
+        localfile.read_day(path)
+    assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
+    assert localfile.read_day(path, date(2025, 1, 3))[0] == date(2025, 1, 3)
+
+
+def test_localfile_explicit_date_wins_over_the_stated_one(tmp_path: Path) -> None:
+    path = tmp_path / "day.json"
+    path.write_text(json.dumps(sample_items("2026-02-12")), "utf-8")
+    assert localfile.read_day(path, date(2026, 2, 20))[0] == date(2026, 2, 20)
+
+
+def test_localfile_rss_feed_states_its_day_in_pub_date(tmp_path: Path) -> None:
+    feed = shapes.rss_feed(
+        [("2608.80001", "A title", "An abstract.")], channel_date="Fri, 21 Aug 2026 00:00:00 -0400"
+    )
+    path = tmp_path / "cs.LG.xml"
+    path.write_text(feed, "utf-8")
+    day, result = localfile.read_day(path)
+    assert day == date(2026, 8, 21) and [p.id for p in result.papers] == ["2608.80001"]
+
+
+def test_localfile_rss_feed_without_a_channel_date_uses_its_items_dates(tmp_path: Path) -> None:
+    feed = shapes.rss_feed([("2608.80001", "A title", "An abstract.")], channel_date=None)
+    path = tmp_path / "cs.LG.xml"
+    path.write_text(feed, "utf-8")
+    assert localfile.read_day(path)[0] == date(2026, 8, 21)
+
+
+def test_localfile_atom_answer_states_no_day_and_asks_for_date(tmp_path: Path) -> None:
+    path = tmp_path / "query.xml"
+    path.write_text(shapes.atom_feed([("2608.80001", "A title", "A summary.")]), "utf-8")
+    assert localfile.read(path)[1] is None
+    with pytest.raises(SourceError, match="pass --date"):
+        localfile.read_day(path)
 
 
 @pytest.mark.parametrize(
-    ("fixture", "ids"), [("arxiv_atom.xml", ATOM_IDS), ("arxiv_rss.xml", RSS_IDS)]
+    ("fixture", "ids", "day"),
+    [("arxiv_atom.xml", ATOM_IDS, None), ("arxiv_rss.xml", RSS_IDS, date(2026, 2, 13))],
 )
 def test_localfile_detects_feeds_by_content_not_name(
-    tmp_path: Path, fixture: str, ids: list[str]
+    tmp_path: Path, fixture: str, ids: list[str], day: date | None
 ) -> None:
     path = tmp_path / "misnamed.json"
     path.write_bytes((FIXTURES / fixture).read_bytes())
     result, listed = localfile.read(path)
     assert [p.id for p in result.papers] == ids
-    assert listed is None
+    assert listed == day
 
 
 def test_localfile_missing_file_is_a_source_error(tmp_path: Path) -> None:

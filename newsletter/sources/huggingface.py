@@ -7,7 +7,7 @@ hundreds long, and the top-level `title` may keep raw LaTeX.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -101,9 +101,42 @@ def parse_items(items: Any, origin: str) -> FetchResult:
     return result.deduplicated()
 
 
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def listing_day(item: Any) -> date | None:
+    """The day `item` was listed on, when the item says so; None when it cannot tell.
+
+    From early 2025 on, `paper.submittedOnDailyAt` is the listing time and the top-level
+    `publishedAt` is merely the arXiv date (equal to `paper.publishedAt`). In 2024 answers the
+    top-level `publishedAt` is the listing time, later than the paper's arXiv date. Some answers
+    of the changeover (Dec 2024 - Jan 2025) carry neither, and guessing there would store the
+    day under the paper's arXiv date.
+    """
+    if not isinstance(item, dict):
+        return None
+    paper = item.get("paper")
+    paper = paper if isinstance(paper, dict) else {}
+    submitted = _timestamp(paper.get("submittedOnDailyAt"))
+    if submitted is not None:
+        return submitted.astimezone(UTC).date()
+    listed = _timestamp(item.get("publishedAt"))
+    published = _timestamp(paper.get("publishedAt"))
+    if listed is not None and published is not None and listed > published:
+        return listed.astimezone(UTC).date()
+    return None
+
+
 def listed_dates(items: list[Any]) -> list[date]:
-    """The listing dates (top-level publishedAt) found in a response, for date inference."""
-    return [d for item in items if isinstance(item, dict) and (d := _date(item.get("publishedAt")))]
+    """The listing days the items of a response state (see `listing_day`), for date inference."""
+    return [day for item in items if (day := listing_day(item)) is not None]
 
 
 def fetch(
