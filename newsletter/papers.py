@@ -14,6 +14,9 @@ _OLD_ARXIV_ID = re.compile(r"([a-z][a-z\-]*(?:\.[A-Z]{2})?/\d{7})(v\d+)?")
 TITLE_LIMIT = 300
 ABSTRACT_LIMIT = 5000
 AUTHORS_KEPT = 50
+# The store keeps counts in INTEGER columns, 32-bit on PostgreSQL: a feed's absurd count (upvotes
+# 10**30) is clamped to this instead of failing the whole day's write.
+COUNT_MAX = 2**31 - 1
 
 
 def canonical_id(raw: str) -> str | None:

@@ -23,7 +23,14 @@ import pytest
 from sqlalchemy import func, select
 
 from newsletter.errors import SourceError
-from newsletter.papers import ABSTRACT_LIMIT, AUTHORS_KEPT, TITLE_LIMIT, Paper, canonical_id
+from newsletter.papers import (
+    ABSTRACT_LIMIT,
+    AUTHORS_KEPT,
+    COUNT_MAX,
+    TITLE_LIMIT,
+    Paper,
+    canonical_id,
+)
 from newsletter.sources import arxiv, huggingface, localfile
 from newsletter.store import Store
 from newsletter.store.schema import PaperRow
@@ -814,3 +821,36 @@ def test_canonical_id_accepts_arxiv_forms(raw: str, expected: str) -> None:
 )
 def test_canonical_id_rejects_junk(raw: str) -> None:
     assert canonical_id(raw) is None
+
+
+# -- out-of-range numbers ----------------------------------------------------------------------
+
+
+def test_out_of_range_counts_are_clamped_and_the_day_is_stored(database_url: str) -> None:
+    huge = shapes.item_2026(
+        "2608.80001", listed="2026-08-21", published="2026-08-19", githubStars=2**63
+    )
+    huge["paper"]["upvotes"] = 10**30
+    huge["numComments"] = 10**40
+    good = shapes.item_2026("2608.80002", listed="2026-08-21", published="2026-08-19")
+    result = huggingface.parse_items([huge, good], "HF 2026-08-21")
+    assert result.problems == []
+    clamped, kept = result.papers
+    assert clamped.upvotes == clamped.comments == clamped.github_stars == COUNT_MAX
+    assert kept.upvotes == 5
+    store = Store(database_url)
+    try:
+        store.upgrade()
+        store.store_day(date(2026, 8, 21), result.papers)
+        stored = store.papers_by_id(["2608.80001", "2608.80002"])
+        assert stored["2608.80001"].upvotes == COUNT_MAX
+        assert stored["2608.80002"].upvotes == 5
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("value", [-3, 2.5, "12", True, None, float("inf")])
+def test_counts_that_are_not_non_negative_ints_read_as_zero(value: object) -> None:
+    item = shapes.item_2026("2608.80001", listed="2026-08-21", published="2026-08-19")
+    item["paper"]["upvotes"] = value
+    assert huggingface.parse_item(item).upvotes == 0

@@ -16,6 +16,7 @@ from newsletter.errors import SourceError
 from newsletter.papers import (
     ABSTRACT_LIMIT,
     AUTHORS_KEPT,
+    COUNT_MAX,
     TITLE_LIMIT,
     Paper,
     canonical_id,
@@ -25,7 +26,10 @@ from newsletter.text import one_line, safe_url
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    """A count from the feed: a non-negative int (bools, floats and strings are not), clamped."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return 0
+    return min(value, COUNT_MAX)
 
 
 def _text(value: Any, limit: int) -> str:
