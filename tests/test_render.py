@@ -124,14 +124,16 @@ def test_only_http_links_are_rendered(hostile: RenderedDigest) -> None:
     assert not any(label.startswith("Code") for label in labels)
 
 
-def test_latex_and_dollar_titles_are_shown_verbatim(hostile: RenderedDigest) -> None:
+def test_latex_reads_as_text_and_a_prose_dollar_is_kept(hostile: RenderedDigest) -> None:
     titles = [a.text for a in Markup(hostile.html).anchors]
-
-    assert LATEX_TITLE in titles
+    readable = "∇²DFT: a universal quantum chemistry dataset"
+    assert LATEX_TITLE not in titles and readable in titles
     assert DOLLAR_TITLE in titles
     assert "Earn $1 Million" in hostile.text
-    assert LATEX_TITLE in hostile.text
-    assert "$\\nabla^2$DFT is a large dataset" in hostile.html  # the AI summary, as text
+    assert readable in hostile.text
+    assert "∇²DFT is a large dataset" in hostile.html  # the AI summary
+    for part in (hostile.subject, hostile.html, hostile.text):
+        assert "\\nabla" not in part and "$\\" not in part
 
 
 def test_control_characters_and_line_breaks_never_reach_the_reader(

@@ -40,7 +40,6 @@ from tests.fixtures.hostile import (
     CRLF_TITLE,
     GOOD_IDS,
     IDS,
-    LATEX_TITLE,
     MANY_AUTHORS,
     hostile_day,
     malformed_day,
@@ -155,7 +154,8 @@ def test_hf_titles_and_abstracts_lose_their_hard_line_breaks() -> None:
         "Deep Optimizer States: Towards Scalable Training of Transformer Models "
         "Using Interleaved Offloading"
     )
-    assert deep.abstract.startswith("Transformers and large language models~(LLMs) have seen rapid")
+    # The feed's LaTeX tie "models~(LLMs)" reads as a space.
+    assert deep.abstract.startswith("Transformers and large language models (LLMs) have seen rapid")
     for paper in papers.values():
         assert "\n" not in paper.title and "  " not in paper.title
         assert "\n" not in paper.abstract
@@ -324,12 +324,48 @@ def test_hf_long_author_list_is_capped_but_counted(hostile: dict[str, Paper]) ->
     assert paper.author_count == MANY_AUTHORS
 
 
-def test_hf_raw_latex_and_markup_are_kept_as_text(hostile: dict[str, Paper]) -> None:
-    # Escaping is the renderer's job; the source must neither mangle nor interpret them.
-    assert hostile[IDS["latex"]].title == LATEX_TITLE
+def test_hf_latex_is_made_readable_and_markup_kept_as_text(hostile: dict[str, Paper]) -> None:
+    # Escaping markup is the renderer's job; the source must neither mangle nor interpret it.
+    latex = hostile[IDS["latex"]]
+    assert latex.title == "∇²DFT: a universal quantum chemistry dataset"
+    assert latex.abstract.startswith("We release ∇²DFT, a dataset")
+    assert latex.ai_summary is not None and latex.ai_summary.startswith("∇²DFT is a large")
+    assert latex.ai_keywords[0] == "∇²dft"
     assert hostile[IDS["dollar"]].title == "Earn $1 Million with Transformers"
+    assert hostile[IDS["dollar"]].abstract == (
+        "Our compiler cut the inference bill from $1 million to $2 per day; neither $ is math."
+    )
     assert "<script>" in hostile[IDS["html"]].title
     assert len(hostile[IDS["html"]].title) <= TITLE_LIMIT
+
+
+def test_2026_item_with_latex_in_title_and_abstract_reads_as_text() -> None:
+    item = shapes.item_2026(
+        "2608.80003",
+        listed="2026-08-21",
+        published="2026-08-19",
+        title="Fr'echet Distances in $O(n \\log n)$:\n  Earn $1 Million",
+        summary="We bound the $\\textit{Fr\\'echet}$ distance of $\\nabla^2$DFT by\n"
+        + "$10^{-3}$ for 50% of inputs~(all) & more. "
+        + "x" * 6000,
+    )
+    paper = huggingface.parse_item(item)
+    assert paper.title == "Fréchet Distances in O(n log n): Earn $1 Million"
+    assert paper.abstract.startswith(
+        "We bound the Fréchet distance of ∇²DFT by 10⁻³ for 50% of inputs (all) & more. "
+    )
+    assert len(paper.abstract) <= ABSTRACT_LIMIT
+
+
+def test_arxiv_rss_and_atom_latex_reads_as_text() -> None:
+    title = "Learning $\\mathcal{O}(1)$ Fr\\'echet Means"
+    summary = "We prove a $k$-NN bound of $1.5\\times$ with ~30% less data."
+    rss = shapes.rss_feed([("2608.80004", title, summary)], channel_date=None)
+    atom = shapes.atom_feed([("2608.80004", title, summary)])
+    for document in (rss, atom):
+        (paper,) = arxiv.parse_document(document, "feed").papers
+        assert paper.title == "Learning 𝒪(1) Fréchet Means"
+        assert paper.abstract == "We prove a k-NN bound of 1.5× with ~30% less data."
 
 
 def test_hf_ai_keywords_that_are_not_strings_are_dropped() -> None:

@@ -21,7 +21,7 @@ from defusedxml.common import DefusedXmlException
 from newsletter.errors import SourceError
 from newsletter.papers import ABSTRACT_LIMIT, AUTHORS_KEPT, TITLE_LIMIT, Paper, canonical_id
 from newsletter.sources import FetchResult, describe_http_error
-from newsletter.text import one_line
+from newsletter.text import feed_text, one_line
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 ARXIV = "{http://arxiv.org/schemas/atom}"
@@ -48,7 +48,7 @@ def _atom_entry(entry: Element) -> Paper:
     paper_id = canonical_id(raw_id)
     if paper_id is None:
         raise ValueError(f"entry id {raw_id[:60]!r} is not an arXiv id")
-    title = one_line(_text(entry.find(f"{ATOM}title")), TITLE_LIMIT)
+    title = feed_text(_text(entry.find(f"{ATOM}title")), TITLE_LIMIT)
     if not title:
         raise ValueError(f"entry {paper_id} has no title")
     authors = [one_line(_text(a.find(f"{ATOM}name")), 100) for a in entry.findall(f"{ATOM}author")]
@@ -63,7 +63,7 @@ def _atom_entry(entry: Element) -> Paper:
     return Paper(
         id=paper_id,
         title=title,
-        abstract=one_line(_text(entry.find(f"{ATOM}summary")), ABSTRACT_LIMIT),
+        abstract=feed_text(_text(entry.find(f"{ATOM}summary")), ABSTRACT_LIMIT),
         authors=[a for a in authors if a][:AUTHORS_KEPT],
         author_count=len(authors),
         published_on=published_on,
@@ -76,7 +76,7 @@ def _rss_item(item: Element) -> Paper:
     paper_id = canonical_id(link)
     if paper_id is None:
         raise ValueError(f"item link {link[:60]!r} is not an arXiv id")
-    title = one_line(_text(item.find("title")), TITLE_LIMIT)
+    title = feed_text(_text(item.find("title")), TITLE_LIMIT)
     if not title:
         raise ValueError(f"item {paper_id} has no title")
     description = _text(item.find("description"))
@@ -87,7 +87,7 @@ def _rss_item(item: Element) -> Paper:
     return Paper(
         id=paper_id,
         title=title,
-        abstract=one_line(abstract if found else description, ABSTRACT_LIMIT),
+        abstract=feed_text(abstract if found else description, ABSTRACT_LIMIT),
         authors=authors[:AUTHORS_KEPT],
         author_count=len(authors),
         published_on=published_on,

@@ -22,7 +22,7 @@ from newsletter.papers import (
     canonical_id,
 )
 from newsletter.sources import FetchResult, describe_http_error
-from newsletter.text import one_line, safe_url
+from newsletter.text import feed_text, one_line, safe_url
 
 
 def _int(value: Any) -> int:
@@ -34,6 +34,10 @@ def _int(value: Any) -> int:
 
 def _text(value: Any, limit: int) -> str:
     return one_line(value, limit) if isinstance(value, str) else ""
+
+
+def _prose(value: Any, limit: int) -> str:
+    return feed_text(value, limit) if isinstance(value, str) else ""
 
 
 def _date(value: Any) -> date | None:
@@ -56,7 +60,7 @@ def parse_item(item: Any) -> Paper:
     paper_id = canonical_id(raw_id) if isinstance(raw_id, str) else None
     if paper_id is None:
         raise ValueError(f"paper id {str(raw_id)[:40]!r} is not an arXiv id")
-    title = _text(paper.get("title") or item.get("title"), TITLE_LIMIT)
+    title = _prose(paper.get("title") or item.get("title"), TITLE_LIMIT)
     if not title:
         raise ValueError(f"paper {paper_id} has no title")
     authors_raw = paper.get("authors")
@@ -75,14 +79,14 @@ def parse_item(item: Any) -> Paper:
     return Paper(
         id=paper_id,
         title=title,
-        abstract=_text(paper.get("summary"), ABSTRACT_LIMIT),
+        abstract=_prose(paper.get("summary"), ABSTRACT_LIMIT),
         authors=[n for n in names if n][:AUTHORS_KEPT],
         author_count=len(authors_list),
         organization=org_name,
         upvotes=_int(paper.get("upvotes")),
         comments=_int(item.get("numComments")),
-        ai_summary=_text(paper.get("ai_summary"), 600) or None,
-        ai_keywords=[_text(k, 60) for k in keywords[:20] if _text(k, 60)]
+        ai_summary=_prose(paper.get("ai_summary"), 600) or None,
+        ai_keywords=[_prose(k, 60) for k in keywords[:20] if _prose(k, 60)]
         if isinstance(keywords, list)
         else [],
         github_repo=safe_url(paper.get("githubRepo")),
