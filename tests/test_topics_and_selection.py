@@ -20,7 +20,9 @@ from newsletter.topics import (
     Topic,
     clean_keywords,
     keyword_pattern,
+    keywords_match,
     load_taxonomy,
+    prepare,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,8 +54,7 @@ def topic(slug: str, *keywords: str, name: str | None = None) -> Topic:
 
 
 def matches(keyword: str, text: str) -> bool:
-    pattern = keyword_pattern((keyword,))
-    return bool(pattern and pattern.search(text))
+    return keywords_match((keyword,), prepare(text))
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +135,7 @@ def test_validate_slugs_trims_and_lowercases(taxonomy: Taxonomy) -> None:
         ("art", "state-of-the-art"),
         ("art", "(art) history"),
         ("quantization", "matching text: the ai keyword is quantization"),
+        ("3D", "3d gaussian splatting"),
     ],
 )
 def test_keyword_matches_at_a_word_start_case_insensitively(keyword: str, text: str) -> None:
@@ -146,15 +148,61 @@ def test_keyword_matches_at_a_word_start_case_insensitively(keyword: str, text: 
         ("art", "a fresh start"),
         ("art", "Smart contracts"),
         ("compiler", "decompiler"),
-        ("compiler", "compile"),
-        ("flow matching", "flow-matching"),  # spaced and hyphenated spellings are distinct
         ("flow matching", "flowmatching"),
+        ("c++", "a C compiler"),
+        ("3D", "a 2D map"),
         ("rust", "trust region"),
         ("gan", "organ"),
     ],
 )
 def test_keyword_does_not_match_inside_a_word(keyword: str, text: str) -> None:
     assert not matches(keyword, text)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "text"),
+    [
+        ("quantization", "weights are quantized to 4 bits"),
+        ("quantization", "we quantize the KV cache"),
+        ("quantization", "Quantizing LLMs"),
+        ("quantized", "post-training quantization"),
+        ("reinforcement learning", "reinforcement-learning from feedback"),
+        ("reinforcement-learning", "Reinforcement Learning from feedback"),
+        ("reinforcement learning", "reinforced learning"),  # one stem, "reinforc"
+        ("flow matching", "flow-matching"),
+        ("flow matching", "flows matching images"),
+        ("compiler", "compile"),
+        ("compiler", "Compiling C to Safe Rust"),
+        ("LLM", "serving LLMs"),
+        ("diffusion models", "a diffusion model"),
+        ("state-of-the-art", "state of the art results"),
+        ("kv cache", "KV\u2011cache"),  # a non-breaking hyphen
+    ],
+)
+def test_keyword_matches_other_forms_of_its_words(keyword: str, text: str) -> None:
+    assert matches(keyword, text)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "text"),
+    [
+        ("art", "a fresh start"),
+        ("art", "starting over"),
+        ("quantization", "quantum chemistry"),
+        ("reinforcement learning", "reinforcement of learning"),
+    ],
+)
+def test_word_forms_do_not_reach_other_words(keyword: str, text: str) -> None:
+    assert not matches(keyword, text)
+
+
+def test_a_papers_text_is_prepared_once() -> None:
+    text = "A paper on quantized compilers, written for this test only"
+    assert prepare(text) is prepare(text)
+    assert prepare(text).split("\n") == [
+        "a paper on quantized compilers, written for this test only",
+        "a paper on quantiz compil, written for this test onli",
+    ]
 
 
 def test_keyword_pattern_is_none_without_real_keywords() -> None:
@@ -240,11 +288,18 @@ def test_minimal_topics_file_loads_with_defaults(tmp_path: Path) -> None:
 # -- subscriber keywords -----------------------------------------------------------------------
 
 
-def test_clean_keywords_trims_lowercases_and_deduplicates() -> None:
-    assert clean_keywords(["  Flow   Matching ", "flow matching", "RUST", "Rust\n"]) == [
-        "flow matching",
-        "rust",
+def test_clean_keywords_trims_and_deduplicates_keeping_the_typed_case() -> None:
+    assert clean_keywords(["  Flow   Matching ", "flow matching", "RUST", "Rust\n", "3D"]) == [
+        "Flow Matching",
+        "RUST",
+        "3D",
     ]
+
+
+def test_a_keyword_is_shown_as_typed_and_matched_ignoring_case() -> None:
+    (keyword,) = clean_keywords(["3D"])
+    found = paper("2602.00001", "Fast 3d Gaussian splatting")
+    assert match(found, Interests(keywords=(keyword,)), SMALL) == ("3D",)
 
 
 def test_clean_keywords_drops_blank_and_punctuation_only_words() -> None:
