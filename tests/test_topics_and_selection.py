@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from newsletter.digest import Interests, Selector, match, rank, select
 from newsletter.errors import ConfigError
 from newsletter.papers import Paper
-from newsletter.sources import huggingface
+from newsletter.sources import arxiv, huggingface
 from newsletter.states import SkipReason
 from newsletter.topics import (
     KEYWORD_LIMIT,
@@ -24,6 +25,7 @@ from newsletter.topics import (
     load_taxonomy,
     prepare,
 )
+from tests.fixtures import shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICS_FILE = ROOT / "config" / "topics.toml"
@@ -321,14 +323,56 @@ DIFFUSION = topic("diffusion", "diffusion", name="Diffusion")
 SMALL = Taxonomy((COMPILERS, DIFFUSION))
 
 
-def test_rank_orders_by_upvotes_then_comments_then_id() -> None:
+def test_rank_orders_by_upvotes_then_comments_then_keeps_the_list_order() -> None:
     papers = [
         paper("2602.00003", upvotes=5, comments=1),
         paper("2602.00001", upvotes=9, comments=0),
         paper("2602.00004", upvotes=5, comments=7),
         paper("2602.00002", upvotes=5, comments=1),
     ]
-    assert [p.id for p in rank(papers)] == ["2602.00001", "2602.00004", "2602.00002", "2602.00003"]
+    assert [p.id for p in rank(papers)] == ["2602.00001", "2602.00004", "2602.00003", "2602.00002"]
+
+
+def test_rank_of_an_arxiv_rss_day_is_the_announcement_order() -> None:
+    feed = shapes.rss_feed(
+        [(f"2608.8000{n}", f"Paper {n}", "An abstract.") for n in (5, 1, 9, 3)],
+        channel_date="Fri, 21 Aug 2026 00:00:00 -0400",
+    )
+    papers = arxiv.parse_document(feed, "rss").papers
+    assert all(p.upvotes == 0 for p in papers)
+    assert [p.id for p in rank(papers)] == ["2608.80005", "2608.80001", "2608.80009", "2608.80003"]
+
+
+def test_rank_without_votes_puts_the_most_recently_published_first() -> None:
+    older = Paper(id="2608.80001", title="t", abstract="", published_on=date(2026, 8, 1))
+    newer = Paper(id="2608.80002", title="t", abstract="", published_on=date(2026, 8, 19))
+    undated = Paper(id="2608.80003", title="t", abstract="")
+    assert [p.id for p in rank([undated, older, newer])] == [newer.id, older.id, undated.id]
+
+
+def test_arxiv_only_selection_puts_papers_matching_more_interests_first() -> None:
+    ranked = rank(
+        [
+            paper("2608.80001", "Diffusion models for images"),
+            paper("2608.80002", "An MLIR compiler"),
+            paper("2608.80003", "A compiler for diffusion models"),
+            paper("2608.80004", "Diffusion policies"),
+        ]
+    )
+    interests = Interests(topics=("compilers", "diffusion"))
+    selection = select(ranked, interests, SMALL, set(), cap=3)
+    assert selection.paper_ids == ["2608.80003", "2608.80001", "2608.80002"]
+
+
+def test_votes_still_come_before_the_number_of_matched_interests() -> None:
+    ranked = rank(
+        [
+            paper("2608.80001", "A compiler for diffusion models", upvotes=1),
+            paper("2608.80002", "An MLIR compiler", upvotes=30),
+        ]
+    )
+    interests = Interests(topics=("compilers", "diffusion"))
+    assert select(ranked, interests, SMALL, set(), cap=3).paper_ids == ["2608.80002", "2608.80001"]
 
 
 def test_rank_of_a_sample_day_is_by_upvotes(day_12: list[Paper]) -> None:
