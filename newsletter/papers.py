@@ -58,6 +58,17 @@ class Paper:
     categories: list[str] = field(default_factory=list)
 
     @property
+    def on_hugging_face(self) -> bool:
+        """Whether the data shows a Hugging Face page for this paper.
+
+        Only arXiv gives a paper categories, and only Hugging Face votes, comments and AI
+        summaries: a paper with categories and none of the latter came from arXiv alone.
+        """
+        return not self.categories or bool(
+            self.upvotes or self.comments or self.ai_summary or self.ai_keywords
+        )
+
+    @property
     def page_url(self) -> str:
         return f"https://huggingface.co/papers/{self.id}"
 
