@@ -47,9 +47,15 @@ class Selection:
         return [pick.paper.id for pick in self.picks]
 
 
-def rank_key(paper: Paper) -> tuple[int, int, str]:
-    """Most upvoted first, then most discussed; the id keeps ties stable."""
-    return (-paper.upvotes, -paper.comments, paper.id)
+def rank_key(paper: Paper) -> tuple[int, int, int]:
+    """Most upvoted first, then most discussed, then the most recently published.
+
+    `rank` sorts stably, so papers equal on all three keep the order of the list they came in:
+    the day's announcement order. That is what an arXiv-only day, where nobody voted, is
+    ranked by; an arbitrary key such as the id would only pretend to an order.
+    """
+    recency = paper.published_on.toordinal() if paper.published_on else 0
+    return (-paper.upvotes, -paper.comments, -recency)
 
 
 def rank(papers: Sequence[Paper]) -> list[Paper]:
@@ -77,21 +83,27 @@ def select(
     already_sent: Collection[str],
     cap: int,
 ) -> Selection:
-    """Pick up to `cap` papers from `ranked_papers` (already in rank order) for one subscriber."""
-    picks: list[Pick] = []
+    """Pick up to `cap` papers from `ranked_papers` (already in rank order) for one subscriber.
+
+    Among papers the ranking holds equal (the same upvotes and comments: on an arXiv-only day,
+    all of them), a paper matching more of the subscriber's interests comes first.
+    """
+    candidates: list[tuple[tuple[int, int, int, int], Pick]] = []
     matched_any = False
-    for paper in ranked_papers:
+    for index, paper in enumerate(ranked_papers):
         labels = () if interests.everything else match(paper, interests, taxonomy)
         if not interests.everything and not labels:
             continue
         matched_any = True
         if paper.id in already_sent:
             continue
-        picks.append(Pick(paper, labels))
-        if len(picks) >= cap:
-            break
-    if picks:
-        return Selection(tuple(picks), None)
+        order = (-paper.upvotes, -paper.comments, -len(labels), index)
+        candidates.append((order, Pick(paper, labels)))
+        if interests.everything and len(candidates) >= cap:
+            break  # no labels to reorder by: the ranking's first `cap` are the answer
+    if candidates:
+        candidates.sort(key=lambda candidate: candidate[0])
+        return Selection(tuple(pick for _, pick in candidates[:cap]), None)
     reason = SkipReason.NOTHING_NEW if matched_any else SkipReason.NO_MATCH
     return Selection((), reason)
 

@@ -14,6 +14,9 @@ _OLD_ARXIV_ID = re.compile(r"([a-z][a-z\-]*(?:\.[A-Z]{2})?/\d{7})(v\d+)?")
 TITLE_LIMIT = 300
 ABSTRACT_LIMIT = 5000
 AUTHORS_KEPT = 50
+# The store keeps counts in INTEGER columns, 32-bit on PostgreSQL: a feed's absurd count (upvotes
+# 10**30) is clamped to this instead of failing the whole day's write.
+COUNT_MAX = 2**31 - 1
 
 
 def canonical_id(raw: str) -> str | None:
@@ -53,6 +56,17 @@ class Paper:
     project_page: str | None = None
     published_on: date | None = None
     categories: list[str] = field(default_factory=list)
+
+    @property
+    def on_hugging_face(self) -> bool:
+        """Whether the data shows a Hugging Face page for this paper.
+
+        Only arXiv gives a paper categories, and only Hugging Face votes, comments and AI
+        summaries: a paper with categories and none of the latter came from arXiv alone.
+        """
+        return not self.categories or bool(
+            self.upvotes or self.comments or self.ai_summary or self.ai_keywords
+        )
 
     @property
     def page_url(self) -> str:

@@ -11,6 +11,8 @@ import re
 import unicodedata
 from urllib.parse import urlsplit
 
+from newsletter import latex
+
 # C0/C1 controls, zero-width and bidirectional-override characters (which can disguise text,
 # e.g. make "txt.exe" read as "exe.txt") and a byte-order mark; terminal escape sequences go
 # whole, not just their ESC.
@@ -41,6 +43,19 @@ def one_line(value: str | None, limit: int | None = None) -> str:
     spaced = _WHITESPACE.sub(" ", unicodedata.normalize("NFC", value))
     folded = _WHITESPACE.sub(" ", strip_controls(spaced)).strip()
     return truncate(folded, limit) if limit else folded
+
+
+def feed_text(value: str | None, limit: int) -> str:
+    """Feed prose (a title, an abstract, a summary) as a reader should see it: LaTeX made
+    readable, then one line, no controls, at most `limit` characters.
+
+    Applied once, where feed text enters, so every place that shows it (mail, web pages, the
+    Atom feed, the Subject) sees the same clean text.
+    """
+    if not value:
+        return ""
+    # Enough to fill `limit` even after LaTeX shrinks, without converting a 200 KB abstract.
+    return one_line(latex.to_text(value[: 4 * limit + 64]), limit)
 
 
 def truncate(value: str, limit: int | None) -> str:

@@ -1,7 +1,11 @@
 """The topic taxonomy and keyword matching.
 
-A keyword matches case-insensitively at the start of a word: "compiler" matches "compilers" and
-"Compiler", "quantization" matches "Quantization-Aware", and "art" does not match "start".
+The rule: a keyword matches case-insensitively at the start of a word of the title, abstract or
+AI keywords, either as typed or by its word stem (English Snowball stemmer), with hyphens and
+spaces equivalent. So "quantization" finds "quantized", "quantize" and "Quantization-Aware",
+"compiler" finds "compilers" and "compiling", "reinforcement learning" finds
+"reinforcement-learning", "LLM" finds "LLMs", and "art" finds "state-of-the-art" but never
+"start" or "smart". Other punctuation is literal: "c++" is not "c".
 """
 
 from __future__ import annotations
@@ -13,28 +17,65 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+import snowballstemmer
+
 from newsletter.errors import ConfigError
 from newsletter.papers import Paper
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 KEYWORD_LIMIT = 64
 KEYWORDS_PER_SUBSCRIBER = 20
+# Whitespace runs and hyphens (ASCII, Unicode hyphens and dashes, minus) all separate words
+# alike, so "flow matching", "flow-matching" and a hard-wrapped "flow\n  matching" are one.
+_SEPARATORS = re.compile(r"[\s\-\u2010-\u2015\u2212]+")
+_LETTERS = re.compile(r"[^\W\d_]+")
+_STEMMER = snowballstemmer.stemmer("english")
+
+
+@lru_cache(maxsize=65536)
+def _stem(word: str) -> str:
+    return str(_STEMMER.stemWord(word))
+
+
+def _spaced(text: str) -> str:
+    return _SEPARATORS.sub(" ", text.lower()).strip()
+
+
+def _stemmed(spaced: str) -> str:
+    # Only letter runs are stemmed: digits and symbols ("3d", "c++", "gpt-4") stay literal.
+    return _LETTERS.sub(lambda m: _stem(m.group()), spaced)
+
+
+@lru_cache(maxsize=8192)
+def prepare(text: str) -> str:
+    """The form of `text` that keyword patterns search: as typed, then stemmed, one per line.
+
+    Memoised, so each paper's text is lowered and stemmed once however many subscribers and
+    interest sets ask about it.
+    """
+    spaced = _spaced(text)
+    return f"{spaced}\n{_stemmed(spaced)}"
 
 
 @lru_cache(maxsize=65536)
 def keyword_pattern(keywords: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One regex matching any of `keywords` at a word start; None when there are none."""
-    words = sorted({k.strip().lower() for k in keywords if k.strip()}, key=len, reverse=True)
-    if not words:
+    """One regex matching any of `keywords` at a word start of a `prepare`d text, as typed or
+    stemmed; None when there are none."""
+    forms: set[str] = set()
+    for keyword in keywords:
+        spaced = _spaced(keyword)
+        if spaced:
+            forms.update((spaced, _stemmed(spaced)))
+    if not forms:
         return None
-    # Whitespace inside a phrase matches any whitespace run, as abstracts are hard-wrapped.
-    alternatives = "|".join(r"\s+".join(map(re.escape, w.split())) for w in words)
-    return re.compile(rf"(?<!\w)(?:{alternatives})", re.IGNORECASE)
+    # Longest first, so a phrase is preferred to its own first word.
+    alternatives = "|".join(map(re.escape, sorted(forms, key=len, reverse=True)))
+    return re.compile(rf"(?<!\w)(?:{alternatives})")
 
 
 @lru_cache(maxsize=16384)
 def keywords_match(keywords: tuple[str, ...], text: str) -> bool:
-    """Whether any of `keywords` occurs in `text` at a word start.
+    """Whether any of `keywords` occurs at a word start of `text`, a `prepare`d text.
 
     Memoised: the same few hundred (interest, paper) pairs are asked about for every one of
     thousands of subscribers, and one search of an abstract costs about 0.1 ms.
@@ -44,7 +85,8 @@ def keywords_match(keywords: tuple[str, ...], text: str) -> bool:
 
 
 def matching_text(paper: Paper) -> str:
-    return "\n".join([paper.title, paper.abstract, *paper.ai_keywords])
+    """What keywords are matched against: the paper's title, abstract and AI keywords."""
+    return prepare("\n".join([paper.title, paper.abstract, *paper.ai_keywords]))
 
 
 @dataclass(frozen=True)
@@ -118,10 +160,15 @@ def load_taxonomy(path: Path) -> Taxonomy:
 
 
 def clean_keywords(words: Sequence[str]) -> list[str]:
-    """Normalise subscriber keywords: trimmed, lowercase, deduplicated, bounded."""
-    seen: dict[str, None] = {}
+    """Normalise subscriber keywords: trimmed, deduplicated ignoring case, bounded.
+
+    A keyword keeps the case it was typed in ("3D", "LLM"), since it is shown back to the
+    subscriber; matching ignores case anyway. Of two spellings differing only in case, the
+    first is kept.
+    """
+    seen: dict[str, str] = {}
     for word in words:
-        cleaned = " ".join(word.split()).lower()[:KEYWORD_LIMIT]
+        cleaned = " ".join(word.split())[:KEYWORD_LIMIT]
         if cleaned and any(ch.isalnum() for ch in cleaned):
-            seen.setdefault(cleaned, None)
-    return list(seen)[:KEYWORDS_PER_SUBSCRIBER]
+            seen.setdefault(cleaned.casefold(), cleaned)
+    return list(seen.values())[:KEYWORDS_PER_SUBSCRIBER]

@@ -327,24 +327,30 @@ def build_paper(paper: SeedPaper, arxiv_id: str, upvotes: int) -> dict[str, Any]
 
 
 def build_item(paper: SeedPaper, arxiv_id: str, upvotes: int, day: str) -> dict[str, Any]:
-    """One element of the API's JSON list for the listing day `day`."""
+    """One element of the API's JSON list for the listing day `day`, in the 2025+ shape."""
     handle, fullname = SUBMITTERS[_num("submitter", paper.title) % len(SUBMITTERS)]
+    submitter = {
+        "_id": _hex24("user", handle),
+        "avatarUrl": _avatar("user", handle),
+        "fullname": fullname,
+        "name": handle,
+        "type": "user",
+    }
     record = build_paper(paper, arxiv_id, upvotes)
+    # The API's shape since early 2025: the listing time lives in `paper.submittedOnDailyAt`,
+    # and the top-level `publishedAt` repeats the arXiv date, so a reader that takes the day
+    # from it gets the wrong day (2024 answers had the listing time there).
+    record["submittedOnDailyAt"] = _timestamp(day, "listed", paper.title)
+    record["submittedOnDailyBy"] = submitter
     item: dict[str, Any] = {
         "paper": record,
-        "publishedAt": _timestamp(day, "listed", paper.title),
+        "publishedAt": record["publishedAt"],
         "title": record["title"],
         "thumbnail": (
             f"https://cdn-thumbnails.huggingface.co/social-thumbnails/papers/{arxiv_id}.png"
         ),
         "numComments": _num("comments", paper.title) % 7,
-        "submittedBy": {
-            "_id": _hex24("user", handle),
-            "avatarUrl": _avatar("user", handle),
-            "fullname": fullname,
-            "name": handle,
-            "type": "user",
-        },
+        "submittedBy": submitter,
     }
     if paper.org:
         item["organization"] = record["organization"]

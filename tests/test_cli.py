@@ -393,7 +393,7 @@ def test_topics_lists_every_slug_with_its_name(run: Run) -> None:
 def test_subscribers_add_normalises_and_echoes_interests(run: Run) -> None:
     assert run.out["add comp"].stdout.strip() == 'subscribed comp@example.org ("compiler")'
     assert run.out["add both"].stdout.strip() == (
-        'subscribed both@example.org (compilers, "quantization")'
+        'subscribed both@example.org (compilers, "Quantization")'
     )
 
 
@@ -428,7 +428,7 @@ def test_list_shows_everyone_with_status_and_interests(run: Run) -> None:
     rows = {line.split("\t")[0]: line.split("\t")[1:] for line in ok(run.out["list"]).splitlines()}
 
     assert set(rows) == set(EXPECTED)
-    assert rows["both@example.org"] == ["active", 'compilers, "quantization"']
+    assert rows["both@example.org"] == ["active", 'compilers, "Quantization"']
     assert rows["top@example.org"] == ["active", "top papers"]
     assert rows["quant@example.org"] == ["active", '"quantization"']
     assert rows["none@example.org"] == ["active", '"photosynthesis"']

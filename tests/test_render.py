@@ -16,6 +16,7 @@ import newsletter.render.digest as digest_module
 from newsletter.pipeline import Newsletter
 from newsletter.render import RenderedDigest
 from tests.conftest import SAMPLE_DATA
+from tests.fixtures import shapes
 from tests.fixtures.hostile import (
     DOLLAR_TITLE,
     IDS,
@@ -124,14 +125,16 @@ def test_only_http_links_are_rendered(hostile: RenderedDigest) -> None:
     assert not any(label.startswith("Code") for label in labels)
 
 
-def test_latex_and_dollar_titles_are_shown_verbatim(hostile: RenderedDigest) -> None:
+def test_latex_reads_as_text_and_a_prose_dollar_is_kept(hostile: RenderedDigest) -> None:
     titles = [a.text for a in Markup(hostile.html).anchors]
-
-    assert LATEX_TITLE in titles
+    readable = "∇²DFT: a universal quantum chemistry dataset"
+    assert LATEX_TITLE not in titles and readable in titles
     assert DOLLAR_TITLE in titles
     assert "Earn $1 Million" in hostile.text
-    assert LATEX_TITLE in hostile.text
-    assert "$\\nabla^2$DFT is a large dataset" in hostile.html  # the AI summary, as text
+    assert readable in hostile.text
+    assert "∇²DFT is a large dataset" in hostile.html  # the AI summary
+    for part in (hostile.subject, hostile.html, hostile.text):
+        assert "\\nabla" not in part and "$\\" not in part
 
 
 def test_control_characters_and_line_breaks_never_reach_the_reader(
@@ -287,3 +290,66 @@ def test_jinja_syntax_in_feed_text_is_not_evaluated(app: Newsletter, tmp_path: P
     assert "{{ 7 * 7 }} {% raw %} compiler {# x #}" in rendered.html
     assert "{{ 7 * 7 }} {% raw %} compiler {# x #}" in rendered.text
     assert ">49<" not in rendered.html
+
+
+# -- an arXiv-only day -------------------------------------------------------------------------
+
+ARXIV_DAY = date(2026, 8, 21)
+ARXIV_ITEMS = [
+    ("2608.80011", "A compiler for $\\mathcal{O}(1)$ kernels", "We build a compiler."),
+    ("2608.80012", "Diffusion for quantized compilers", "We quantize diffusion compilers."),
+    ("2608.80013", "Protein folding at scale", "We fold proteins."),
+]
+
+
+@pytest.fixture
+def arxiv_day(app: Newsletter, tmp_path: Path) -> Path:
+    path = tmp_path / "cs.LG.xml"
+    path.write_text(
+        shapes.rss_feed(ARXIV_ITEMS, channel_date="Fri, 21 Aug 2026 00:00:00 -0400"), "utf-8"
+    )
+    report = app.fetch(None, str(path))  # the day comes from the feed's pubDate
+    assert report.day == ARXIV_DAY
+    return path
+
+
+def test_arxiv_only_digest_is_worded_honestly_and_links_to_arxiv(
+    app: Newsletter, arxiv_day: Path
+) -> None:
+    app.store.subscribers.upsert(READER, [], [])
+    digest = app.preview(READER, ARXIV_DAY)
+    for part in (digest.html, digest.text):
+        assert "most upvoted" not in part
+        assert "first 3 papers, in the order they were listed, none of which" in part
+        assert "▲" not in part
+        assert "huggingface.co/papers" not in part
+    titles = {a.text: a.href for a in Markup(digest.html).anchors}
+    assert titles["A compiler for 𝒪(1) kernels"] == "https://arxiv.org/abs/2608.80011"
+    assert digest.subject.endswith(": A compiler for 𝒪(1) kernels + 2 more")
+    # The announcement order, not the id or any other arbitrary key.
+    order = [digest.text.index(f"arxiv.org/abs/{i}") for i, _, _ in ARXIV_ITEMS]
+    assert order == sorted(order)
+
+
+def test_arxiv_only_digest_for_interests_puts_the_best_match_first(
+    app: Newsletter, arxiv_day: Path
+) -> None:
+    app.store.subscribers.upsert(READER, [], ["Compiler", "Quantization"])
+    digest = app.preview(READER, ARXIV_DAY)
+    assert "2 new papers on “Compiler”, “Quantization”." in digest.text
+    first, second = (digest.text.index(f"abs/{i}") for i in ("2608.80012", "2608.80011"))
+    assert first < second  # matches both keywords
+    assert "   Compiler, Quantization\n" not in digest.text  # labels joined with " · "
+    assert "   Compiler · Quantization\n" in digest.text
+    labels = [a for a in ("Compiler", "Quantization") if f">{a}</span>" in digest.html]
+    assert labels == ["Compiler", "Quantization"]
+
+
+def test_hugging_face_papers_keep_their_votes_and_page(app: Newsletter, tmp_path: Path) -> None:
+    stored_day(
+        app, SAMPLE_DAY, json.loads((SAMPLE_DATA / f"{SAMPLE_DAY}.json").read_text()), tmp_path
+    )
+    app.store.subscribers.upsert(READER, [], [])
+    digest = app.preview(READER, SAMPLE_DAY)
+    assert "most upvoted" in digest.text and "▲ " in digest.text
+    assert "https://huggingface.co/papers/" in digest.html

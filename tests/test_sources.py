@@ -23,16 +23,23 @@ import pytest
 from sqlalchemy import func, select
 
 from newsletter.errors import SourceError
-from newsletter.papers import ABSTRACT_LIMIT, AUTHORS_KEPT, TITLE_LIMIT, Paper, canonical_id
+from newsletter.papers import (
+    ABSTRACT_LIMIT,
+    AUTHORS_KEPT,
+    COUNT_MAX,
+    TITLE_LIMIT,
+    Paper,
+    canonical_id,
+)
 from newsletter.sources import arxiv, huggingface, localfile
 from newsletter.store import Store
 from newsletter.store.schema import PaperRow
+from tests.fixtures import shapes
 from tests.fixtures.hostile import (
     CONTROL_TITLE,
     CRLF_TITLE,
     GOOD_IDS,
     IDS,
-    LATEX_TITLE,
     MANY_AUTHORS,
     hostile_day,
     malformed_day,
@@ -147,7 +154,8 @@ def test_hf_titles_and_abstracts_lose_their_hard_line_breaks() -> None:
         "Deep Optimizer States: Towards Scalable Training of Transformer Models "
         "Using Interleaved Offloading"
     )
-    assert deep.abstract.startswith("Transformers and large language models~(LLMs) have seen rapid")
+    # The feed's LaTeX tie "models~(LLMs)" reads as a space.
+    assert deep.abstract.startswith("Transformers and large language models (LLMs) have seen rapid")
     for paper in papers.values():
         assert "\n" not in paper.title and "  " not in paper.title
         assert "\n" not in paper.abstract
@@ -221,9 +229,30 @@ def test_hf_item_with_only_the_keys_the_api_always_sends_parses() -> None:
     assert paper.organization is None and paper.ai_keywords == []
 
 
-def test_hf_listed_dates_come_from_the_top_level_published_at() -> None:
-    dates = huggingface.listed_dates(sample_items("2026-02-12"))
-    assert set(dates) == {date(2026, 2, 12)}
+def test_hf_sample_days_are_in_the_2026_shape_and_list_on_the_submitted_day() -> None:
+    items = sample_items("2026-02-12")
+    # The top-level publishedAt is the arXiv date, which is never the listing day here.
+    assert all(item["publishedAt"] == item["paper"]["publishedAt"] for item in items)
+    assert date(2026, 2, 12) not in {date.fromisoformat(i["publishedAt"][:10]) for i in items}
+    assert set(huggingface.listed_dates(items)) == {date(2026, 2, 12)}
+
+
+def test_hf_listing_day_of_a_2026_item_is_paper_submitted_on_daily_at() -> None:
+    item = shapes.item_2026("2608.80001", listed="2026-08-21", published="2026-08-19")
+    assert huggingface.listing_day(item) == date(2026, 8, 21)
+
+
+def test_hf_listing_day_of_a_2024_item_is_the_top_level_published_at() -> None:
+    item = shapes.item_2024("2403.80001", listed="2024-03-13", published="2024-03-11")
+    assert huggingface.listing_day(item) == date(2024, 3, 13)
+
+
+def test_hf_changeover_item_states_no_listing_day() -> None:
+    item = shapes.item_changeover("2501.80001", published="2025-01-02")
+    assert huggingface.listing_day(item) is None
+    bare = {"paper": {"id": "2501.80002", "title": "t"}}
+    assert huggingface.listing_day(bare) is None
+    assert huggingface.listing_day("junk") is None
 
 
 # -- Hugging Face: hostile and malformed input -----------------------------------------------
@@ -295,12 +324,48 @@ def test_hf_long_author_list_is_capped_but_counted(hostile: dict[str, Paper]) ->
     assert paper.author_count == MANY_AUTHORS
 
 
-def test_hf_raw_latex_and_markup_are_kept_as_text(hostile: dict[str, Paper]) -> None:
-    # Escaping is the renderer's job; the source must neither mangle nor interpret them.
-    assert hostile[IDS["latex"]].title == LATEX_TITLE
+def test_hf_latex_is_made_readable_and_markup_kept_as_text(hostile: dict[str, Paper]) -> None:
+    # Escaping markup is the renderer's job; the source must neither mangle nor interpret it.
+    latex = hostile[IDS["latex"]]
+    assert latex.title == "∇²DFT: a universal quantum chemistry dataset"
+    assert latex.abstract.startswith("We release ∇²DFT, a dataset")
+    assert latex.ai_summary is not None and latex.ai_summary.startswith("∇²DFT is a large")
+    assert latex.ai_keywords[0] == "∇²dft"
     assert hostile[IDS["dollar"]].title == "Earn $1 Million with Transformers"
+    assert hostile[IDS["dollar"]].abstract == (
+        "Our compiler cut the inference bill from $1 million to $2 per day; neither $ is math."
+    )
     assert "<script>" in hostile[IDS["html"]].title
     assert len(hostile[IDS["html"]].title) <= TITLE_LIMIT
+
+
+def test_2026_item_with_latex_in_title_and_abstract_reads_as_text() -> None:
+    item = shapes.item_2026(
+        "2608.80003",
+        listed="2026-08-21",
+        published="2026-08-19",
+        title="Fr'echet Distances in $O(n \\log n)$:\n  Earn $1 Million",
+        summary="We bound the $\\textit{Fr\\'echet}$ distance of $\\nabla^2$DFT by\n"
+        + "$10^{-3}$ for 50% of inputs~(all) & more. "
+        + "x" * 6000,
+    )
+    paper = huggingface.parse_item(item)
+    assert paper.title == "Fréchet Distances in O(n log n): Earn $1 Million"
+    assert paper.abstract.startswith(
+        "We bound the Fréchet distance of ∇²DFT by 10⁻³ for 50% of inputs (all) & more. "
+    )
+    assert len(paper.abstract) <= ABSTRACT_LIMIT
+
+
+def test_arxiv_rss_and_atom_latex_reads_as_text() -> None:
+    title = "Learning $\\mathcal{O}(1)$ Fr\\'echet Means"
+    summary = "We prove a $k$-NN bound of $1.5\\times$ with ~30% less data."
+    rss = shapes.rss_feed([("2608.80004", title, summary)], channel_date=None)
+    atom = shapes.atom_feed([("2608.80004", title, summary)])
+    for document in (rss, atom):
+        (paper,) = arxiv.parse_document(document, "feed").papers
+        assert paper.title == "Learning 𝒪(1) Fréchet Means"
+        assert paper.abstract == "We prove a k-NN bound of 1.5× with ~30% less data."
 
 
 def test_hf_ai_keywords_that_are_not_strings_are_dropped() -> None:
@@ -597,27 +662,84 @@ def test_localfile_accepts_a_utf8_byte_order_mark(tmp_path: Path, fixture: str) 
     assert len(result.papers) == (16 if fixture == "json" else len(RSS_IDS))
 
 
-def test_localfile_json_without_listing_dates_states_none(tmp_path: Path) -> None:
-    items = sample_items("2026-02-13")[:2]
-    for item in items:
-        del item["publishedAt"]
+def test_localfile_2026_file_is_stored_under_its_listing_day_not_the_arxiv_date(
+    tmp_path: Path,
+) -> None:
+    items = [
+        shapes.item_2026(f"2608.8000{n}", listed="2026-08-21", published="2026-08-19")
+        for n in range(1, 4)
+    ]
+    path = tmp_path / "day.json"
+    path.write_text(json.dumps(items), "utf-8")
+    assert localfile.read_day(path) == (date(2026, 8, 21), localfile.read(path)[0])
+
+
+def test_localfile_2024_file_is_stored_under_its_listing_day(tmp_path: Path) -> None:
+    items = [
+        shapes.item_2024(f"2403.8000{n}", listed="2024-03-13", published="2024-03-12")
+        for n in range(1, 3)
+    ]
+    path = tmp_path / "day.json"
+    path.write_text(json.dumps(items), "utf-8")
+    day, result = localfile.read_day(path)
+    assert day == date(2024, 3, 13) and len(result.papers) == 2
+
+
+def test_localfile_json_without_listing_day_asks_for_date(tmp_path: Path) -> None:
+    items = [shapes.item_changeover(f"2501.8000{n}", published="2025-01-02") for n in (1, 2)]
     path = tmp_path / "day.json"
     path.write_text(json.dumps(items), "utf-8")
     result, listed = localfile.read(path)
     assert len(result.papers) == 2 and listed is None
+    with pytest.raises(SourceError, match=r"cannot tell which day .* pass --date YYYY-MM-DD") as e:
+        localfile.read_day(path)
+    assert str(e.value).startswith(f"{path}: ") and "\n" not in str(e.value)
+    assert localfile.read_day(path, date(2025, 1, 3))[0] == date(2025, 1, 3)
+
+
+def test_localfile_explicit_date_wins_over_the_stated_one(tmp_path: Path) -> None:
+    path = tmp_path / "day.json"
+    path.write_text(json.dumps(sample_items("2026-02-12")), "utf-8")
+    assert localfile.read_day(path, date(2026, 2, 20))[0] == date(2026, 2, 20)
+
+
+def test_localfile_rss_feed_states_its_day_in_pub_date(tmp_path: Path) -> None:
+    feed = shapes.rss_feed(
+        [("2608.80001", "A title", "An abstract.")], channel_date="Fri, 21 Aug 2026 00:00:00 -0400"
+    )
+    path = tmp_path / "cs.LG.xml"
+    path.write_text(feed, "utf-8")
+    day, result = localfile.read_day(path)
+    assert day == date(2026, 8, 21) and [p.id for p in result.papers] == ["2608.80001"]
+
+
+def test_localfile_rss_feed_without_a_channel_date_uses_its_items_dates(tmp_path: Path) -> None:
+    feed = shapes.rss_feed([("2608.80001", "A title", "An abstract.")], channel_date=None)
+    path = tmp_path / "cs.LG.xml"
+    path.write_text(feed, "utf-8")
+    assert localfile.read_day(path)[0] == date(2026, 8, 21)
+
+
+def test_localfile_atom_answer_states_no_day_and_asks_for_date(tmp_path: Path) -> None:
+    path = tmp_path / "query.xml"
+    path.write_text(shapes.atom_feed([("2608.80001", "A title", "A summary.")]), "utf-8")
+    assert localfile.read(path)[1] is None
+    with pytest.raises(SourceError, match="pass --date"):
+        localfile.read_day(path)
 
 
 @pytest.mark.parametrize(
-    ("fixture", "ids"), [("arxiv_atom.xml", ATOM_IDS), ("arxiv_rss.xml", RSS_IDS)]
+    ("fixture", "ids", "day"),
+    [("arxiv_atom.xml", ATOM_IDS, None), ("arxiv_rss.xml", RSS_IDS, date(2026, 2, 13))],
 )
 def test_localfile_detects_feeds_by_content_not_name(
-    tmp_path: Path, fixture: str, ids: list[str]
+    tmp_path: Path, fixture: str, ids: list[str], day: date | None
 ) -> None:
     path = tmp_path / "misnamed.json"
     path.write_bytes((FIXTURES / fixture).read_bytes())
     result, listed = localfile.read(path)
     assert [p.id for p in result.papers] == ids
-    assert listed is None
+    assert listed == day
 
 
 def test_localfile_missing_file_is_a_source_error(tmp_path: Path) -> None:
@@ -735,3 +857,36 @@ def test_canonical_id_accepts_arxiv_forms(raw: str, expected: str) -> None:
 )
 def test_canonical_id_rejects_junk(raw: str) -> None:
     assert canonical_id(raw) is None
+
+
+# -- out-of-range numbers ----------------------------------------------------------------------
+
+
+def test_out_of_range_counts_are_clamped_and_the_day_is_stored(database_url: str) -> None:
+    huge = shapes.item_2026(
+        "2608.80001", listed="2026-08-21", published="2026-08-19", githubStars=2**63
+    )
+    huge["paper"]["upvotes"] = 10**30
+    huge["numComments"] = 10**40
+    good = shapes.item_2026("2608.80002", listed="2026-08-21", published="2026-08-19")
+    result = huggingface.parse_items([huge, good], "HF 2026-08-21")
+    assert result.problems == []
+    clamped, kept = result.papers
+    assert clamped.upvotes == clamped.comments == clamped.github_stars == COUNT_MAX
+    assert kept.upvotes == 5
+    store = Store(database_url)
+    try:
+        store.upgrade()
+        store.papers.store_day(date(2026, 8, 21), result.papers)
+        stored = store.papers.by_id(["2608.80001", "2608.80002"])
+        assert stored["2608.80001"].upvotes == COUNT_MAX
+        assert stored["2608.80002"].upvotes == 5
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("value", [-3, 2.5, "12", True, None, float("inf")])
+def test_counts_that_are_not_non_negative_ints_read_as_zero(value: object) -> None:
+    item = shapes.item_2026("2608.80001", listed="2026-08-21", published="2026-08-19")
+    item["paper"]["upvotes"] = value
+    assert huggingface.parse_item(item).upvotes == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import pytest
 from newsletter.digest import Interests, Selector, match, rank, select
 from newsletter.errors import ConfigError
 from newsletter.papers import Paper
-from newsletter.sources import huggingface
+from newsletter.sources import arxiv, huggingface
 from newsletter.states import SkipReason
 from newsletter.topics import (
     KEYWORD_LIMIT,
@@ -20,8 +21,11 @@ from newsletter.topics import (
     Topic,
     clean_keywords,
     keyword_pattern,
+    keywords_match,
     load_taxonomy,
+    prepare,
 )
+from tests.fixtures import shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICS_FILE = ROOT / "config" / "topics.toml"
@@ -52,8 +56,7 @@ def topic(slug: str, *keywords: str, name: str | None = None) -> Topic:
 
 
 def matches(keyword: str, text: str) -> bool:
-    pattern = keyword_pattern((keyword,))
-    return bool(pattern and pattern.search(text))
+    return keywords_match((keyword,), prepare(text))
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +137,7 @@ def test_validate_slugs_trims_and_lowercases(taxonomy: Taxonomy) -> None:
         ("art", "state-of-the-art"),
         ("art", "(art) history"),
         ("quantization", "matching text: the ai keyword is quantization"),
+        ("3D", "3d gaussian splatting"),
     ],
 )
 def test_keyword_matches_at_a_word_start_case_insensitively(keyword: str, text: str) -> None:
@@ -146,15 +150,61 @@ def test_keyword_matches_at_a_word_start_case_insensitively(keyword: str, text: 
         ("art", "a fresh start"),
         ("art", "Smart contracts"),
         ("compiler", "decompiler"),
-        ("compiler", "compile"),
-        ("flow matching", "flow-matching"),  # spaced and hyphenated spellings are distinct
         ("flow matching", "flowmatching"),
+        ("c++", "a C compiler"),
+        ("3D", "a 2D map"),
         ("rust", "trust region"),
         ("gan", "organ"),
     ],
 )
 def test_keyword_does_not_match_inside_a_word(keyword: str, text: str) -> None:
     assert not matches(keyword, text)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "text"),
+    [
+        ("quantization", "weights are quantized to 4 bits"),
+        ("quantization", "we quantize the KV cache"),
+        ("quantization", "Quantizing LLMs"),
+        ("quantized", "post-training quantization"),
+        ("reinforcement learning", "reinforcement-learning from feedback"),
+        ("reinforcement-learning", "Reinforcement Learning from feedback"),
+        ("reinforcement learning", "reinforced learning"),  # one stem, "reinforc"
+        ("flow matching", "flow-matching"),
+        ("flow matching", "flows matching images"),
+        ("compiler", "compile"),
+        ("compiler", "Compiling C to Safe Rust"),
+        ("LLM", "serving LLMs"),
+        ("diffusion models", "a diffusion model"),
+        ("state-of-the-art", "state of the art results"),
+        ("kv cache", "KV\u2011cache"),  # a non-breaking hyphen
+    ],
+)
+def test_keyword_matches_other_forms_of_its_words(keyword: str, text: str) -> None:
+    assert matches(keyword, text)
+
+
+@pytest.mark.parametrize(
+    ("keyword", "text"),
+    [
+        ("art", "a fresh start"),
+        ("art", "starting over"),
+        ("quantization", "quantum chemistry"),
+        ("reinforcement learning", "reinforcement of learning"),
+    ],
+)
+def test_word_forms_do_not_reach_other_words(keyword: str, text: str) -> None:
+    assert not matches(keyword, text)
+
+
+def test_a_papers_text_is_prepared_once() -> None:
+    text = "A paper on quantized compilers, written for this test only"
+    assert prepare(text) is prepare(text)
+    assert prepare(text).split("\n") == [
+        "a paper on quantized compilers, written for this test only",
+        "a paper on quantiz compil, written for this test onli",
+    ]
 
 
 def test_keyword_pattern_is_none_without_real_keywords() -> None:
@@ -240,11 +290,18 @@ def test_minimal_topics_file_loads_with_defaults(tmp_path: Path) -> None:
 # -- subscriber keywords -----------------------------------------------------------------------
 
 
-def test_clean_keywords_trims_lowercases_and_deduplicates() -> None:
-    assert clean_keywords(["  Flow   Matching ", "flow matching", "RUST", "Rust\n"]) == [
-        "flow matching",
-        "rust",
+def test_clean_keywords_trims_and_deduplicates_keeping_the_typed_case() -> None:
+    assert clean_keywords(["  Flow   Matching ", "flow matching", "RUST", "Rust\n", "3D"]) == [
+        "Flow Matching",
+        "RUST",
+        "3D",
     ]
+
+
+def test_a_keyword_is_shown_as_typed_and_matched_ignoring_case() -> None:
+    (keyword,) = clean_keywords(["3D"])
+    found = paper("2602.00001", "Fast 3d Gaussian splatting")
+    assert match(found, Interests(keywords=(keyword,)), SMALL) == ("3D",)
 
 
 def test_clean_keywords_drops_blank_and_punctuation_only_words() -> None:
@@ -266,14 +323,56 @@ DIFFUSION = topic("diffusion", "diffusion", name="Diffusion")
 SMALL = Taxonomy((COMPILERS, DIFFUSION))
 
 
-def test_rank_orders_by_upvotes_then_comments_then_id() -> None:
+def test_rank_orders_by_upvotes_then_comments_then_keeps_the_list_order() -> None:
     papers = [
         paper("2602.00003", upvotes=5, comments=1),
         paper("2602.00001", upvotes=9, comments=0),
         paper("2602.00004", upvotes=5, comments=7),
         paper("2602.00002", upvotes=5, comments=1),
     ]
-    assert [p.id for p in rank(papers)] == ["2602.00001", "2602.00004", "2602.00002", "2602.00003"]
+    assert [p.id for p in rank(papers)] == ["2602.00001", "2602.00004", "2602.00003", "2602.00002"]
+
+
+def test_rank_of_an_arxiv_rss_day_is_the_announcement_order() -> None:
+    feed = shapes.rss_feed(
+        [(f"2608.8000{n}", f"Paper {n}", "An abstract.") for n in (5, 1, 9, 3)],
+        channel_date="Fri, 21 Aug 2026 00:00:00 -0400",
+    )
+    papers = arxiv.parse_document(feed, "rss").papers
+    assert all(p.upvotes == 0 for p in papers)
+    assert [p.id for p in rank(papers)] == ["2608.80005", "2608.80001", "2608.80009", "2608.80003"]
+
+
+def test_rank_without_votes_puts_the_most_recently_published_first() -> None:
+    older = Paper(id="2608.80001", title="t", abstract="", published_on=date(2026, 8, 1))
+    newer = Paper(id="2608.80002", title="t", abstract="", published_on=date(2026, 8, 19))
+    undated = Paper(id="2608.80003", title="t", abstract="")
+    assert [p.id for p in rank([undated, older, newer])] == [newer.id, older.id, undated.id]
+
+
+def test_arxiv_only_selection_puts_papers_matching_more_interests_first() -> None:
+    ranked = rank(
+        [
+            paper("2608.80001", "Diffusion models for images"),
+            paper("2608.80002", "An MLIR compiler"),
+            paper("2608.80003", "A compiler for diffusion models"),
+            paper("2608.80004", "Diffusion policies"),
+        ]
+    )
+    interests = Interests(topics=("compilers", "diffusion"))
+    selection = select(ranked, interests, SMALL, set(), cap=3)
+    assert selection.paper_ids == ["2608.80003", "2608.80001", "2608.80002"]
+
+
+def test_votes_still_come_before_the_number_of_matched_interests() -> None:
+    ranked = rank(
+        [
+            paper("2608.80001", "A compiler for diffusion models", upvotes=1),
+            paper("2608.80002", "An MLIR compiler", upvotes=30),
+        ]
+    )
+    interests = Interests(topics=("compilers", "diffusion"))
+    assert select(ranked, interests, SMALL, set(), cap=3).paper_ids == ["2608.80002", "2608.80001"]
 
 
 def test_rank_of_a_sample_day_is_by_upvotes(day_12: list[Paper]) -> None:

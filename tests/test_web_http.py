@@ -19,6 +19,7 @@ from newsletter.config import Settings
 from newsletter.pipeline import Newsletter
 from newsletter.states import SubscriberStatus
 from newsletter.web import create_app
+from tests.fixtures import shapes
 from tests.web_server import free_port, serve
 
 # Two days of papers this suite made up (not the bundled sample), overlapping by one paper.
@@ -269,7 +270,7 @@ def test_preferences_export_and_delete(site: Site) -> None:
     assert saved.status_code == 303
     after = site.newsletter.store.subscribers.by_email("prefs@example.org")
     assert after.topics == ("compilers", "llm-inference")
-    assert after.keywords == ("mlir", "sparse")
+    assert after.keywords == ("MLIR", "sparse")  # as typed
     assert after.frequency == "weekly" and after.status == "paused"
     assert (after.timezone, after.delivery_hour, after.weekday) == ("Europe/Berlin", 7, 4)
     page = site.client.get(url)
@@ -319,7 +320,7 @@ def test_json_api_journey_and_openapi(site: Site) -> None:
         prefs, json={"topics": ["llm-inference"], "keywords": ["KV cache"], "frequency": "daily"}
     )
     assert updated.json()["topics"] == ["llm-inference"]
-    assert updated.json()["keywords"] == ["kv cache"]
+    assert updated.json()["keywords"] == ["KV cache"]  # as typed
     scheduled = api.put(prefs, json={"timezone": "Asia/Tokyo", "delivery_hour": 6, "weekday": 2})
     assert scheduled.json()["timezone"] == "Asia/Tokyo" and scheduled.json()["delivery_hour"] == 6
     assert api.put(prefs, json={"timezone": "Nowhere/Land"}).status_code == 422
@@ -351,3 +352,25 @@ def test_archive_web_version_and_feed(site: Site, tmp_path: object) -> None:
     assert feed.headers["content-type"].startswith("application/atom+xml")
     assert f"{site.base}/archive/{DAY_ONE}" in feed.text
     assert site.client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_archive_of_an_arxiv_only_day_is_worded_honestly(site: Site, tmp_path: object) -> None:
+    path = f"{tmp_path}/cs.LG.xml"
+    feed = shapes.rss_feed(
+        [
+            ("2608.80021", "Fr'echet bounds for $\\nabla^2$ methods", "We bound things."),
+            ("2608.80022", "A second paper", "Another abstract."),
+        ],
+        channel_date="Fri, 21 Aug 2026 00:00:00 -0400",
+    )
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(feed)
+    day = site.newsletter.fetch(None, path).day
+    page = site.client.get(f"/archive/{day}")
+    assert page.status_code == 200
+    assert "2 papers, in the order they were listed." in page.text
+    assert "most upvoted" not in page.text and "▲" not in page.text
+    assert (
+        '<a href="https://arxiv.org/abs/2608.80021">Fréchet bounds for ∇² methods</a>' in page.text
+    )
+    assert "huggingface.co/papers" not in page.text

@@ -80,10 +80,16 @@ class DigestRenderer:
         self._html: Template = html_env.from_string(compile_mjml(templates_dir / "digest.mjml"))
         self._text: Template = text_env.get_template("digest.txt.j2")
 
-    def intro(self, interests: Interests, count: int) -> str:
+    def intro(self, interests: Interests, picks: Sequence[Pick]) -> str:
+        count = len(picks)
         noun = "paper" if count == 1 else "papers"
         if interests.everything:
-            return f"Today's {count} most upvoted {noun}, none of which you have seen here before."
+            # Votes are the order only when there are any: an arXiv-only day has none.
+            if any(pick.paper.upvotes for pick in picks):
+                order = f"Today's {count} most upvoted {noun}"
+            else:
+                order = f"Today's first {count} {noun}, in the order they were listed"
+            return f"{order}, none of which you have seen here before."
         names = [
             self.taxonomy.by_slug[s].name for s in interests.topics if s in self.taxonomy.by_slug
         ]
@@ -135,7 +141,7 @@ class DigestRenderer:
             "newsletter_name": self.newsletter_name,
             "day_label": day_label(day),
             "headline": "Trending papers for you" if papers else "Nothing new today",
-            "intro": self.intro(interests, len(papers)),
+            "intro": self.intro(interests, picks),
             "papers": papers,
             "archive_url": self.links.archive(day),
         }
@@ -170,7 +176,7 @@ class CachedRenderer:
         """The shared digest for these picks, or None when substitution cannot be trusted."""
         if not self.size:
             return None
-        intro = self.renderer.intro(interests, len(picks))
+        intro = self.renderer.intro(interests, picks)
         key = (day, intro, tuple((p.paper.id, p.matched) for p in picks))
         found = self._cache.get(key)
         if found is not None:

@@ -34,6 +34,13 @@ class PaperView:
     def comments_label(self) -> str:
         return f"{self.comments} comment" + ("" if self.comments == 1 else "s")
 
+    @property
+    def meta_text(self) -> str:
+        """Votes, comments and matched interests on one line; a count of none is not shown."""
+        votes = [f"▲ {self.upvotes}"] if self.upvotes else []
+        comments = [self.comments_label] if self.comments else []
+        return " · ".join([*votes, *comments, *self.matched])
+
 
 def byline(paper: Paper) -> str:
     """First authors and "et al.", then the organisation when there is one."""
@@ -58,7 +65,8 @@ def paper_view(pick: Pick) -> PaperView:
     return PaperView(
         id=paper.id,
         title=paper.title,
-        url=paper.page_url,
+        # A paper only arXiv listed gets its arXiv page, not a Hugging Face page that may not exist.
+        url=paper.page_url if paper.on_hugging_face else paper.arxiv_url,
         byline=byline(paper),
         upvotes=paper.upvotes,
         comments=paper.comments,

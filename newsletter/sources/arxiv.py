@@ -8,6 +8,7 @@ comma-joined string; weekend feeds are empty. arXiv asks for one request every 3
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import date, datetime
 from email.utils import parsedate_to_datetime
@@ -20,7 +21,7 @@ from defusedxml.common import DefusedXmlException
 from newsletter.errors import SourceError
 from newsletter.papers import ABSTRACT_LIMIT, AUTHORS_KEPT, TITLE_LIMIT, Paper, canonical_id
 from newsletter.sources import FetchResult, describe_http_error
-from newsletter.text import one_line
+from newsletter.text import feed_text, one_line
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 ARXIV = "{http://arxiv.org/schemas/atom}"
@@ -47,7 +48,7 @@ def _atom_entry(entry: Element) -> Paper:
     paper_id = canonical_id(raw_id)
     if paper_id is None:
         raise ValueError(f"entry id {raw_id[:60]!r} is not an arXiv id")
-    title = one_line(_text(entry.find(f"{ATOM}title")), TITLE_LIMIT)
+    title = feed_text(_text(entry.find(f"{ATOM}title")), TITLE_LIMIT)
     if not title:
         raise ValueError(f"entry {paper_id} has no title")
     authors = [one_line(_text(a.find(f"{ATOM}name")), 100) for a in entry.findall(f"{ATOM}author")]
@@ -62,7 +63,7 @@ def _atom_entry(entry: Element) -> Paper:
     return Paper(
         id=paper_id,
         title=title,
-        abstract=one_line(_text(entry.find(f"{ATOM}summary")), ABSTRACT_LIMIT),
+        abstract=feed_text(_text(entry.find(f"{ATOM}summary")), ABSTRACT_LIMIT),
         authors=[a for a in authors if a][:AUTHORS_KEPT],
         author_count=len(authors),
         published_on=published_on,
@@ -75,21 +76,18 @@ def _rss_item(item: Element) -> Paper:
     paper_id = canonical_id(link)
     if paper_id is None:
         raise ValueError(f"item link {link[:60]!r} is not an arXiv id")
-    title = one_line(_text(item.find("title")), TITLE_LIMIT)
+    title = feed_text(_text(item.find("title")), TITLE_LIMIT)
     if not title:
         raise ValueError(f"item {paper_id} has no title")
     description = _text(item.find("description"))
     _, found, abstract = description.partition("Abstract:")
     creators = _text(item.find(f"{DC}creator"))
     authors = [one_line(name, 100) for name in creators.split(",") if name.strip()]
-    try:
-        published_on: date | None = parsedate_to_datetime(_text(item.find("pubDate"))).date()
-    except (TypeError, ValueError):
-        published_on = None
+    published_on = _rss_date(_text(item.find("pubDate")))
     return Paper(
         id=paper_id,
         title=title,
-        abstract=one_line(abstract if found else description, ABSTRACT_LIMIT),
+        abstract=feed_text(abstract if found else description, ABSTRACT_LIMIT),
         authors=authors[:AUTHORS_KEPT],
         author_count=len(authors),
         published_on=published_on,
@@ -126,14 +124,45 @@ def parse_rss(root: Element, origin: str) -> FetchResult:
     return _collect(root.findall("./channel/item"), _rss_item, origin, skip=is_replacement)
 
 
-def parse_document(text: str | bytes, origin: str) -> FetchResult:
-    """Parse either an Atom feed or an RSS feed, told apart by the root element."""
-    root = parse_xml(text, origin)
+def parse_root(root: Element, origin: str) -> FetchResult:
+    """Parse an Atom feed or an RSS feed already read as XML, told apart by the root element."""
     if root.tag == f"{ATOM}feed":
         return parse_atom(root, origin)
     if root.tag == "rss":
         return parse_rss(root, origin)
     raise SourceError(f"{origin}: neither an Atom feed nor an RSS feed (root <{root.tag}>)")
+
+
+def parse_document(text: str | bytes, origin: str) -> FetchResult:
+    """Parse either an Atom feed or an RSS feed."""
+    return parse_root(parse_xml(text, origin), origin)
+
+
+def _rss_date(value: str) -> date | None:
+    try:
+        # The feed's own time zone (arXiv's, US Eastern) names the announcement day.
+        return parsedate_to_datetime(value).date()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def listing_day(root: Element) -> date | None:
+    """The announcement day an RSS feed states in `pubDate` (the channel's, else its items').
+
+    An Atom query answer states none: its `published` dates are submission dates, not the day
+    the papers were announced.
+    """
+    if root.tag != "rss":
+        return None
+    stated = _rss_date(_text(root.find("./channel/pubDate")))
+    if stated is not None:
+        return stated
+    days = Counter(
+        day
+        for item in root.findall("./channel/item")
+        if (day := _rss_date(_text(item.find("pubDate"))))
+    )
+    return days.most_common(1)[0][0] if days else None
 
 
 class Throttle:

@@ -7,7 +7,7 @@ hundreds long, and the top-level `title` may keep raw LaTeX.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
@@ -16,20 +16,28 @@ from newsletter.errors import SourceError
 from newsletter.papers import (
     ABSTRACT_LIMIT,
     AUTHORS_KEPT,
+    COUNT_MAX,
     TITLE_LIMIT,
     Paper,
     canonical_id,
 )
 from newsletter.sources import FetchResult, describe_http_error
-from newsletter.text import one_line, safe_url
+from newsletter.text import feed_text, one_line, safe_url
 
 
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    """A count from the feed: a non-negative int (bools, floats and strings are not), clamped."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        return 0
+    return min(value, COUNT_MAX)
 
 
 def _text(value: Any, limit: int) -> str:
     return one_line(value, limit) if isinstance(value, str) else ""
+
+
+def _prose(value: Any, limit: int) -> str:
+    return feed_text(value, limit) if isinstance(value, str) else ""
 
 
 def _date(value: Any) -> date | None:
@@ -52,7 +60,7 @@ def parse_item(item: Any) -> Paper:
     paper_id = canonical_id(raw_id) if isinstance(raw_id, str) else None
     if paper_id is None:
         raise ValueError(f"paper id {str(raw_id)[:40]!r} is not an arXiv id")
-    title = _text(paper.get("title") or item.get("title"), TITLE_LIMIT)
+    title = _prose(paper.get("title") or item.get("title"), TITLE_LIMIT)
     if not title:
         raise ValueError(f"paper {paper_id} has no title")
     authors_raw = paper.get("authors")
@@ -71,14 +79,14 @@ def parse_item(item: Any) -> Paper:
     return Paper(
         id=paper_id,
         title=title,
-        abstract=_text(paper.get("summary"), ABSTRACT_LIMIT),
+        abstract=_prose(paper.get("summary"), ABSTRACT_LIMIT),
         authors=[n for n in names if n][:AUTHORS_KEPT],
         author_count=len(authors_list),
         organization=org_name,
         upvotes=_int(paper.get("upvotes")),
         comments=_int(item.get("numComments")),
-        ai_summary=_text(paper.get("ai_summary"), 600) or None,
-        ai_keywords=[_text(k, 60) for k in keywords[:20] if _text(k, 60)]
+        ai_summary=_prose(paper.get("ai_summary"), 600) or None,
+        ai_keywords=[_prose(k, 60) for k in keywords[:20] if _prose(k, 60)]
         if isinstance(keywords, list)
         else [],
         github_repo=safe_url(paper.get("githubRepo")),
@@ -101,9 +109,42 @@ def parse_items(items: Any, origin: str) -> FetchResult:
     return result.deduplicated()
 
 
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        stamp = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo else stamp.replace(tzinfo=UTC)
+
+
+def listing_day(item: Any) -> date | None:
+    """The day `item` was listed on, when the item says so; None when it cannot tell.
+
+    From early 2025 on, `paper.submittedOnDailyAt` is the listing time and the top-level
+    `publishedAt` is merely the arXiv date (equal to `paper.publishedAt`). In 2024 answers the
+    top-level `publishedAt` is the listing time, later than the paper's arXiv date. Some answers
+    of the changeover (Dec 2024 - Jan 2025) carry neither, and guessing there would store the
+    day under the paper's arXiv date.
+    """
+    if not isinstance(item, dict):
+        return None
+    paper = item.get("paper")
+    paper = paper if isinstance(paper, dict) else {}
+    submitted = _timestamp(paper.get("submittedOnDailyAt"))
+    if submitted is not None:
+        return submitted.astimezone(UTC).date()
+    listed = _timestamp(item.get("publishedAt"))
+    published = _timestamp(paper.get("publishedAt"))
+    if listed is not None and published is not None and listed > published:
+        return listed.astimezone(UTC).date()
+    return None
+
+
 def listed_dates(items: list[Any]) -> list[date]:
-    """The listing dates (top-level publishedAt) found in a response, for date inference."""
-    return [d for item in items if isinstance(item, dict) and (d := _date(item.get("publishedAt")))]
+    """The listing days the items of a response state (see `listing_day`), for date inference."""
+    return [day for item in items if (day := listing_day(item)) is not None]
 
 
 def fetch(

@@ -12,7 +12,11 @@ from newsletter.sources import FetchResult, arxiv, huggingface
 
 
 def read(path: Path) -> tuple[FetchResult, date | None]:
-    """Parse `path`; also return the listing date the file states, if any, for `--date` default."""
+    """Parse `path`; also return the listing day the file states, if any, for `--date` default.
+
+    Hugging Face items state it as described in `huggingface.listing_day`, the most common day
+    winning when they disagree; an arXiv RSS feed in its `pubDate`; an Atom answer never.
+    """
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -31,5 +35,23 @@ def read(path: Path) -> tuple[FetchResult, date | None]:
         dates = Counter(huggingface.listed_dates(items))
         return result, (dates.most_common(1)[0][0] if dates else None)
     if head == b"<":
-        return arxiv.parse_document(data, origin), None
+        root = arxiv.parse_xml(data, origin)
+        return arxiv.parse_root(root, origin), arxiv.listing_day(root)
     raise SourceError(f"{origin}: not a Hugging Face JSON list, Atom feed or RSS feed")
+
+
+def read_day(path: Path, day: date | None = None) -> tuple[date, FetchResult]:
+    """Parse `path` as the list of `day`, or of the day the file states when `day` is None.
+
+    A file that states no day is refused rather than guessed at: a wrong day would store the
+    list under another day's date, and overwrite whatever that day held.
+    """
+    result, stated = read(path)
+    chosen = day or stated
+    if chosen is None:
+        raise SourceError(
+            f"{path}: cannot tell which day this file lists (Hugging Face items need"
+            " paper.submittedOnDailyAt or a 2024-style listing publishedAt, RSS feeds a pubDate);"
+            " pass --date YYYY-MM-DD"
+        )
+    return chosen, result

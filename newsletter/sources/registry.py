@@ -12,7 +12,6 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from newsletter.errors import SourceError
 from newsletter.sources import FetchResult, arxiv, huggingface, localfile
 
 if TYPE_CHECKING:
@@ -82,8 +81,4 @@ class Sources:
 
     @staticmethod
     def _file(path: Path, day: date | None) -> tuple[date, FetchResult]:
-        result, stated = localfile.read(path)
-        chosen = day or stated
-        if chosen is None:
-            raise SourceError(f"{path} does not say which day it lists; pass --date YYYY-MM-DD")
-        return chosen, result
+        return localfile.read_day(path, day)
