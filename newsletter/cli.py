@@ -378,6 +378,17 @@ def _print_drain(drain: DrainReport) -> None:
         click.echo(f"retries scheduled: {drain.retrying}")
     if drain.suppressed:
         click.echo(f"addresses suppressed after hard bounces: {drain.suppressed}")
+    if drain.taken_over:
+        click.echo(f"taken over from a sender that is gone (a crash): {drain.taken_over}")
+    if drain.leased_elsewhere:
+        click.echo(
+            f"still leased by another running sender: {drain.leased_elsewhere} "
+            f"(it sends them, or they are due again by {_utc(drain.leased_until)})"
+        )
+
+
+def _utc(moment: datetime | None) -> str:
+    return f"{moment:%Y-%m-%d %H:%M:%S} UTC" if moment else "-"
 
 
 @cli.command()
@@ -418,6 +429,18 @@ def status(app: Newsletter, day: date) -> None:
     ):
         if summary.by_status.get(state):
             click.echo(f"  {state}: {summary.by_status[state]}")
+    if summary.by_status.get(DeliveryStatus.SENDING):
+        leases = app.store.outbox.leases()
+        if leases.held:
+            click.echo(
+                f"    held by a running sender: {leases.held}, "
+                f"until {_utc(leases.held_until)} at the latest"
+            )
+        if leases.orphaned:
+            click.echo(
+                f"    left by a sender that is gone: {leases.orphaned} "
+                "(the next `send` or `worker` takes them over at once)"
+            )
     for reason, count in sorted(summary.skipped_by_reason.items()):
         click.echo(f"  skipped ({reason}): {count}")
     for reason, count in sorted(summary.failed_by_reason.items()):

@@ -30,6 +30,22 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 _SOURCE_TREE = _PACKAGE_DIR.parent
 
 
+# Per process; what the throughput bench found best into Postfix (README, "Throughput").
+DEFAULT_SMTP_CONNECTIONS = 8
+# Beyond a few processes the database and the relay, not Python, are the limit.
+MAX_DEFAULT_PROCESSES = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, which containers and taskset
+    narrow), rather than all the machine has."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_DEFAULT_PROCESSES))
+
+
 def resource_dir(name: str) -> Path:
     """Locate templates/ or config/: the source tree when running from it, else the wheel copy."""
     for candidate in (_SOURCE_TREE / name, _PACKAGE_DIR / "_bundled" / name):
@@ -70,10 +86,12 @@ class Settings(BaseSettings):
     )
     smtp_timeout: float = Field(30.0, description="Seconds to wait for any SMTP reply.")
     smtp_connections: int = Field(
-        4,
+        DEFAULT_SMTP_CONNECTIONS,
         ge=1,
         le=256,
-        description="SMTP connections kept open and used in parallel, per sending process.",
+        description="SMTP connections kept open and used in parallel, per sending process. A "
+        "relay that refuses some of them on connect (421, too many connections) is sent to "
+        "over those it accepted.",
     )
     smtp_messages_per_connection: int = Field(
         500, ge=1, description="Messages sent on one connection before it is reopened."
@@ -92,11 +110,13 @@ class Settings(BaseSettings):
         "by the command that drew it.",
     )
     send_processes: int = Field(
-        1,
+        default_factory=usable_cores,
         ge=1,
         le=64,
         description="Processes a `send` delivers with: the others start sending while the "
-        "first still plans. One Python process uses one core; 2 suits a 2-core machine.",
+        "first still plans. One Python process uses one core, so the default is the cores "
+        f"this process may run on, at most {MAX_DEFAULT_PROCESSES}.",
+        json_schema_extra={"documented_default": f"usable cores, at most {MAX_DEFAULT_PROCESSES}"},
     )
     render_cache_size: int = Field(
         128,

@@ -96,7 +96,7 @@ class Newsletter:
         clock = self.composer.clock
         clock.render = clock.build = 0.0
         try:
-            with outbox.exclusive_sender() if exclusive else contextlib.nullcontext():
+            with outbox.exclusive_sender() if exclusive else contextlib.nullcontext(0) as taken:
                 loop = DeliveryLoop(
                     outbox,
                     sender,
@@ -107,6 +107,7 @@ class Newsletter:
                     planning,
                 )
                 report = await loop.run()
+                report.taken_over += taken
         finally:
             await sender.close()
         report.render_seconds, report.build_seconds = clock.render, clock.build
@@ -134,7 +135,7 @@ class Newsletter:
             plan = self.plan(day, immediately=now)
             return SendReport(plan, await self.drain(sender, progress))
         share = helpers + 1
-        with self.store.outbox.exclusive_sender():
+        with self.store.outbox.exclusive_sender() as taken:
             plan, report, others = await with_helpers(
                 helpers,
                 _drain_in_helper,
@@ -151,6 +152,10 @@ class Newsletter:
                 report.stopped = report.stopped or f"a sending process failed: {other!r}"
             else:
                 report.add(other)
+        report.taken_over += taken
+        # Each process saw the others' leases when it finished; now that all are done, what
+        # is still leased is another sender's.
+        report.leased_elsewhere, report.leased_until = self.store.outbox.leases_held()
         return SendReport(plan, report)
 
     def web_version(self, subscriber_id: int, day: date) -> str | None:

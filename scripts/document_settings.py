@@ -36,6 +36,11 @@ def main() -> None:
                 '"<set NEWSLETTER_SECRET_KEY>"',
                 "demo key (refused outside the demo)",
             )
+        elif isinstance(field.json_schema_extra, dict) and (
+            extra := field.json_schema_extra.get("documented_default")
+        ):
+            # Chosen on the machine it runs on: the docs name the rule, not this machine's value.
+            toml_value, shown = f"<{extra}>", str(extra)
         elif default is None:
             toml_value, shown = "", "unset"
         else:

@@ -80,6 +80,8 @@ def make_settings(tmp_path: Path) -> Callable[..., Settings]:
             "from_address": "Trending Papers <digest@papers.example.org>",
             "smtp_host": "127.0.0.1",
             "smtp_port": 1,
+            # One process unless a test asks for more: the default follows the machine's cores.
+            "send_processes": 1,
             "retry_base_seconds": 0.05,
             "retry_wait_seconds": 5,
         }

@@ -2,9 +2,13 @@
 
 It keeps the rules the delivery loop relies on, as the SQL in newsletter/store does: a claim
 takes due deliveries in id order (queued whose time has come, retry whose backoff is over,
-sending whose lease expired), leases them and counts an attempt; release gives the attempt
-back; the subscriber is read as they are at claim time; a bounce counts towards suppression.
-The sent log (which papers a digest reserved) is not kept: the loop never reads it.
+sending whose lease expired or whose sender is gone), leases them in this sender's name and
+counts an attempt; release gives the attempt back; the subscriber is read as they are at claim
+time; a bounce counts towards suppression. The sent log (which papers a digest reserved) is not
+kept: the loop never reads it.
+
+Each MemoryOutbox is one sender (`owner`); `sender()` gives another sender on the same rows, and
+`die()` ends one, as a killed process's advisory lock ends with its connection.
 
 Every call holds one lock, as every store call is its own transaction. A test can make the
 next calls of a method raise StoreUnavailable (`fail`) and let time pass (`advance`).
@@ -12,6 +16,7 @@ next calls of a method raise StoreUnavailable (`fail`) and let time pass (`advan
 
 from __future__ import annotations
 
+import copy
 import itertools
 import threading
 from collections import Counter
@@ -40,6 +45,7 @@ class Row:
     attempts: int = 0
     next_attempt_at: datetime | None = None
     lease_until: datetime | None = None
+    lease_owner: str | None = None
     last_error: str | None = None
     sent_at: datetime | None = None
 
@@ -55,16 +61,35 @@ class Retry:
 
 
 class MemoryOutbox:
-    def __init__(self) -> None:
+    def __init__(self, owner: str = "first") -> None:
+        self.owner = owner
+        self.live: set[str] = {owner}  # senders whose lock is held, shared by all of them
         self.rows: dict[int, Row] = {}
         self.subscribers: dict[int, SubscriberRecord] = {}
         self.suppressions: dict[str, tuple[str, str | None]] = {}
         self.retries: list[Retry] = []
         self.calls: Counter[str] = Counter()
         self._failures: Counter[str] = Counter()
-        self._offset = timedelta()
+        self._clock = [timedelta()]  # in a list, so every sender's view shares one clock
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
+
+    @property
+    def _offset(self) -> timedelta:
+        return self._clock[0]
+
+    # -- senders --------------------------------------------------------------------------
+
+    def sender(self, owner: str) -> MemoryOutbox:
+        """Another live sender on the same rows (every other attribute is shared)."""
+        other = copy.copy(self)
+        other.owner = owner
+        self.live.add(owner)
+        return other
+
+    def die(self, owner: str | None = None) -> None:
+        """A sender is gone (this one by default): its leases may be taken over at once."""
+        self.live.discard(owner or self.owner)
 
     # -- setting the scene ----------------------------------------------------------------
 
@@ -109,7 +134,7 @@ class MemoryOutbox:
 
     def advance(self, seconds: float) -> None:
         """Let time pass for the outbox: leases expire and retries fall due sooner."""
-        self._offset += timedelta(seconds=seconds)
+        self._clock[0] += timedelta(seconds=seconds)
 
     def now(self) -> datetime:
         return utcnow() + self._offset
@@ -131,11 +156,16 @@ class MemoryOutbox:
     def claim(self, limit: int, lease_seconds: int) -> list[ClaimedDelivery]:
         with self._call("claim"):
             now = self.now()
-            due = [row for row in sorted(self.rows.values(), key=lambda r: r.id) if _due(row, now)]
+            due = [
+                row
+                for row in sorted(self.rows.values(), key=lambda r: r.id)
+                if _due(row, now) or self._orphaned(row)
+            ]
             claimed = []
             for row in due[:limit]:
                 row.status = DeliveryStatus.SENDING
                 row.lease_until = now + timedelta(seconds=lease_seconds)
+                row.lease_owner = self.owner
                 row.attempts += 1
                 claimed.append(
                     ClaimedDelivery(
@@ -167,13 +197,27 @@ class MemoryOutbox:
             # Stored times are on the outbox's clock; the loop compares them with the real one.
             return min(times) - self._offset if times else None
 
+    def leases_held(self) -> tuple[int, datetime | None]:
+        with self._call("leases_held"):
+            now = self.now()
+            held = [
+                row.lease_until
+                for row in self.rows.values()
+                if row.status == DeliveryStatus.SENDING
+                and row.lease_owner != self.owner
+                and row.lease_until is not None
+                and row.lease_until >= now
+                and not self._orphaned(row)
+            ]
+            return len(held), max(held) - self._offset if held else None
+
     def mark_sent(self, ids: Sequence[int]) -> None:
         with self._call("mark_sent"):
             for delivery_id in ids:
                 row = self.rows[delivery_id]
                 row.status = DeliveryStatus.SENT
                 row.sent_at = self.now()
-                row.lease_until = row.reason = row.last_error = None
+                row.lease_until = row.lease_owner = row.reason = row.last_error = None
 
     def mark_retry(self, retries: Sequence[tuple[int, datetime, str]]) -> None:
         with self._call("mark_retry"):
@@ -182,7 +226,7 @@ class MemoryOutbox:
                 self.retries.append(Retry(delivery_id, utcnow(), when, row.attempts))
                 row.status = DeliveryStatus.RETRY
                 row.next_attempt_at = when + self._offset
-                row.lease_until = None
+                row.lease_until = row.lease_owner = None
                 row.last_error = error[:1000]
 
     def release(self, ids: Sequence[int]) -> None:
@@ -191,7 +235,7 @@ class MemoryOutbox:
                 row = self.rows[delivery_id]
                 if row.status == DeliveryStatus.SENDING:
                     row.status = DeliveryStatus.QUEUED
-                    row.lease_until = None
+                    row.lease_until = row.lease_owner = None
                     row.attempts -= 1
 
     def mark_finished(
@@ -202,7 +246,7 @@ class MemoryOutbox:
                 row = self.rows[delivery_id]
                 row.status = status
                 row.reason = reason
-                row.lease_until = None
+                row.lease_until = row.lease_owner = None
                 row.last_error = error[:1000] if error else None
 
     def record_bounce(self, email: str, detail: str, limit: int) -> bool:
@@ -219,6 +263,15 @@ class MemoryOutbox:
             return False
 
     # -- internals ------------------------------------------------------------------------
+
+    def _orphaned(self, row: Row) -> bool:
+        """Leased by another sender that is gone: nobody will record it, so it is due now."""
+        return (
+            row.status == DeliveryStatus.SENDING
+            and row.lease_owner is not None
+            and row.lease_owner != self.owner
+            and row.lease_owner not in self.live
+        )
 
     def _by_email(self, email: str) -> SubscriberRecord:
         return next(s for s in self.subscribers.values() if s.email == email)

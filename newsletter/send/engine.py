@@ -1,10 +1,11 @@
 """The delivery loop: claim due deliveries, re-check each subscriber, send, record the outcome.
 
-The database, not memory, says how far a run got: every claimed delivery holds a lease, and a
-sender that dies simply lets its leases expire for the next run to pick up. Nothing is marked
-sent before the relay accepted it, and accepted messages are recorded every `record_every`
-sends rather than once per claimed batch, so a crash re-sends at most that many plus the ones
-on the wire, each with its original Message-ID.
+The database, not memory, says how far a run got: every claimed delivery holds a lease in its
+sender's name, and the store makes the leases of a sender that died due at once (see
+DeliveryStore.claim), so a re-run right after a crash finishes the day; a live sender's leases
+wait for it, or for their expiry if it hangs. Nothing is marked sent before the relay accepted
+it, and no send starts while `record_every` outcomes are unrecorded, so a crash re-sends at
+most that many plus the ones on the wire, each with its original Message-ID.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ class DeliveryStore(Protocol):
 
     def claim(self, limit: int, lease_seconds: int) -> list[ClaimedDelivery]:
         """Lease up to `limit` due deliveries (queued or retry whose time has come, or sending
-        whose lease expired), counting an attempt on each, with their subscribers as they are
-        now."""
+        whose lease expired or whose sender is gone), counting an attempt on each, with their
+        subscribers as they are now."""
         ...
 
     def suppressed(self, emails: Iterable[str]) -> set[str]:
@@ -65,6 +66,11 @@ class DeliveryStore(Protocol):
 
     def next_due_at(self) -> datetime | None:
         """When the next delivery becomes claimable: a retry's time or a lease's expiry."""
+        ...
+
+    def leases_held(self) -> tuple[int, datetime | None]:
+        """Deliveries leased by other senders that are still alive (a dead sender's leases are
+        claimable at once), and when the last of those leases expires."""
         ...
 
     def mark_sent(self, ids: Sequence[int]) -> None: ...
@@ -108,6 +114,9 @@ class DeliveryPolicy:
     store_retry_seconds: float = 0.5
     # While a planner is still writing the outbox, an empty claim is tried again this often.
     planning_poll_seconds: float = 0.1
+    # A claim holds no more than the lanes send in this long at the pace seen, so a crash (or
+    # a sender that hangs) leaves few leases behind.
+    claim_ahead_seconds: float = 2.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryPolicy:
@@ -140,6 +149,12 @@ class DrainReport:
     skipped: Counter[str] = field(default_factory=Counter)
     suppressed: int = 0
     stopped: str | None = None  # why the run stopped early (sender refused, relay down)
+    # Leases of a sender that was gone (a crash) that this run took over without waiting.
+    taken_over: int = 0
+    # Left to a live sender when this run ended: how many, and until when at the latest (a
+    # multi-process send asks again once all its processes are done: see Newsletter.send).
+    leased_elsewhere: int = 0
+    leased_until: datetime | None = None
     seconds: float = 0.0
     store_retries: int = 0  # store calls that failed once and succeeded when tried again
     # CPU seconds composing messages: rendering the personal parts, assembling the MIME bytes.
@@ -154,6 +169,7 @@ class DrainReport:
         self.skipped.update(other.skipped)
         self.suppressed += other.suppressed
         self.stopped = self.stopped or other.stopped
+        self.taken_over += other.taken_over
         self.seconds = max(self.seconds, other.seconds)
         self.store_retries += other.store_retries
         self.render_seconds += other.render_seconds
@@ -208,7 +224,11 @@ class DeliveryLoop:
         # The first claim is small, until the relay's pace is known (see _fit_claims_to_lease).
         self._claim_size = min(policy.batch_size, self._lanes * policy.record_every)
         self._pending = _Outcomes()
+        self._recording = 0  # outcomes being written by the flush in progress
         self._flush_lock = asyncio.Lock()
+        # A flush starts at half the bound, so sending goes on while it is written, and no send
+        # starts while a whole bound is unrecorded (see _make_room).
+        self._flush_at = max(1, policy.record_every // 2)
         # Deliveries refused in a way that is about us only if everyone gets it (5.7.x to RCPT,
         # 5xx to DATA): judged when the batch is done.
         self._suspects: list[tuple[ClaimedDelivery, str]] = []
@@ -230,6 +250,7 @@ class DeliveryLoop:
                         await asyncio.sleep(self.policy.planning_poll_seconds if still else 0)
                         continue
                     if not await self._wait_for_due():
+                        await self._note_leases_held()
                         break
                     continue
                 batch_started = time.monotonic()
@@ -240,16 +261,26 @@ class DeliveryLoop:
         return self.report
 
     def _fit_claims_to_lease(self, count: int, seconds: float) -> None:
-        """Claim no more than can be sent in half a lease at the pace just seen.
+        """Claim no more than can be sent soon (claim_ahead_seconds, and never more than half
+        a lease) at the pace just seen.
 
         A batch that outlives its lease is claimable by another sender while this one still
-        works through it, which would duplicate mail; a slow or rate-limited relay makes the
-        pace, so it is measured rather than configured.
+        works through it, which would duplicate mail; what a sender holds when it dies or
+        hangs waits for it. A slow or rate-limited relay makes the pace, so it is measured
+        rather than configured.
         """
         if seconds <= 0:
             return
-        fits = int(count / seconds * self.policy.lease_seconds / 2)
-        self._claim_size = max(1, min(self.policy.batch_size, fits))
+        ahead = min(self.policy.lease_seconds / 2, self.policy.claim_ahead_seconds)
+        fits = int(count / seconds * ahead)
+        self._claim_size = max(1, min(self.policy.batch_size, max(self._lanes, fits)))
+
+    async def _note_leases_held(self) -> None:
+        """Say what is left to a live sender, so the run's end does not look like the day's."""
+        count, until = await self._store(self.store.leases_held)
+        self.report.leased_elsewhere, self.report.leased_until = count, until
+        if count:
+            log.info("%d deliveries are leased by another sender until %s", count, until)
 
     async def _wait_for_due(self) -> bool:
         """Wait for the next retry, or for a dead sender's lease to expire, if it is soon."""
@@ -301,6 +332,7 @@ class DeliveryLoop:
         if self.report.stopped is not None:
             self._pending.released.append(delivery.id)
             return
+        await self._make_room()
         # Composed just before sending, so rendering overlaps the other connections' I/O
         # instead of holding up the whole batch.
         try:
@@ -311,8 +343,18 @@ class DeliveryLoop:
             )
         else:
             await self._send_one(delivery, envelope)
-        if len(self._pending) >= self.policy.record_every and not self._flush_lock.locked():
+        if len(self._pending) >= self._flush_at and not self._flush_lock.locked():
             await self._flush()
+
+    async def _make_room(self) -> None:
+        """Backpressure: wait while `record_every` outcomes are unrecorded (being written or
+        waiting to be), writing them if nobody is.
+
+        Without it a relay that answers at once outruns the recording thread (which needs the
+        GIL the sending lanes hold), and what a crash re-sends grows past the bound.
+        """
+        while self._recording + len(self._pending) >= self.policy.record_every:
+            await self._flush(full_only=True)
 
     async def _send_one(self, delivery: ClaimedDelivery, envelope: Envelope) -> None:
         try:
@@ -375,19 +417,26 @@ class DeliveryLoop:
             self.report.stopped = reason
             log.error("run paused: %s", reason)
 
-    async def _flush(self) -> None:
+    async def _flush(self, full_only: bool = False) -> None:
+        """Write the pending outcomes; with `full_only`, only if a whole bound is waiting
+        (once the flush in progress is done), so lanes held back do not each write a few."""
         async with self._flush_lock:
+            if full_only and len(self._pending) < self.policy.record_every:
+                return
             outcomes, self._pending = self._pending, _Outcomes()
             if not len(outcomes) and not outcomes.bounces:
                 return
+            self._recording = len(outcomes)
             try:
                 await asyncio.to_thread(self._record, outcomes)
             except StoreUnavailable as exc:
                 raise StoreUnavailable(
                     f"{exc}; sending stopped. {len(outcomes.sent)} messages the relay accepted "
                     "could not be recorded: the next run re-sends them, with the same "
-                    "Message-ID, once their lease expires"
+                    "Message-ID"
                 ) from exc
+            finally:
+                self._recording = 0
         if self.progress:
             self.progress(self.report)
 

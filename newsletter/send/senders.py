@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections.abc import Callable
@@ -22,6 +23,8 @@ from newsletter.send.errors import (
     classify,
 )
 from newsletter.send.message import Envelope
+
+log = logging.getLogger(__name__)
 
 
 class Sender(Protocol):
@@ -66,6 +69,14 @@ class SmtpConfig:
 C = TypeVar("C")  # a connection, of whatever client a pooled sender uses
 
 
+class _Refused(Exception):
+    """The relay would not open a connection (the SendError it gave is `error`)."""
+
+    def __init__(self, error: SendError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass
 class _Slot(Generic[C]):
     conn: C | None = None
@@ -106,6 +117,10 @@ class PooledSender(Generic[C]):
         for _ in range(config.connections):
             self._slots.put_nowait(_Slot())
         self._limiter = RateLimiter(config.rate_limit)
+        self._open = 0  # slots holding a connection the relay accepted
+        self._connecting = 0
+        self._settled = asyncio.Condition()  # a connect in flight was answered
+        self.retired = 0  # slots given up because the relay refused them a connection
 
     @property
     def where(self) -> str:
@@ -130,15 +145,59 @@ class PooledSender(Generic[C]):
         raise NotImplementedError
 
     async def send(self, envelope: Envelope) -> None:
-        slot = await self._slots.get()
-        try:
-            await self._limiter.wait()
-            await self._send_with_reconnect(slot, envelope)
+        waited = False
+        while True:
+            slot = await self._slots.get()
+            try:
+                if not waited:
+                    await self._limiter.wait()
+                    waited = True
+                await self._send_with_reconnect(slot, envelope)
+            except _Refused as refused:
+                if not await self._others_connected():
+                    self._slots.put_nowait(slot)  # not one connection: the relay is down
+                    raise refused.error from refused.error.__cause__
+                # The relay caps connections per client (Postfix answers 421 beyond
+                # smtpd_client_connection_count_limit): this slot is given up and the message
+                # goes over one of the connections it accepted.
+                self.retired += 1
+                log.warning(
+                    "%s refused a connection (%s); sending over the %d of %d it accepted",
+                    self.where,
+                    refused.error,
+                    self._open,
+                    self.config.connections,
+                )
+                continue
+            except BaseException:
+                self._slots.put_nowait(slot)
+                raise
             slot.sent += 1
             if slot.sent >= self.config.messages_per_connection:
                 await self._drop(slot, polite=True)
-        finally:
             self._slots.put_nowait(slot)
+            return
+
+    async def _others_connected(self) -> bool:
+        """Whether the relay holds another of our connections, once the connects in flight
+        (all lanes start at once) have been answered."""
+        async with self._settled:
+            await self._settled.wait_for(lambda: self._open > 0 or self._connecting == 0)
+        return self._open > 0
+
+    async def _open_connection(self, slot: _Slot[C]) -> None:
+        """Connect the slot; a refusal at connect time becomes _Refused, so that send can
+        tell a relay that is full from one that is down."""
+        self._connecting += 1
+        try:
+            slot.conn = await self._connect()
+            self._open += 1
+        except (ServerUnreachable, TransientError) as exc:
+            raise _Refused(exc) from exc
+        finally:
+            self._connecting -= 1
+            async with self._settled:
+                self._settled.notify_all()
 
     async def _send_with_reconnect(self, slot: _Slot[C], envelope: Envelope) -> None:
         """Send on the slot's connection; a kept connection the relay closed while it sat idle
@@ -148,7 +207,7 @@ class PooledSender(Generic[C]):
             fresh = slot.conn is None or not self._is_open(slot.conn)
             if fresh:
                 await self._drop(slot)
-                slot.conn = await self._connect()
+                await self._open_connection(slot)
             conn = slot.conn
             assert conn is not None
             try:
@@ -177,6 +236,7 @@ class PooledSender(Generic[C]):
     async def _drop(self, slot: _Slot[C], polite: bool = False) -> None:
         conn, slot.conn, slot.sent = slot.conn, None, 0
         if conn is not None:
+            self._open -= 1
             await self._close(conn, polite)
 
     async def close(self) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from sqlalchemy import and_, delete, func, select, update
@@ -13,7 +15,7 @@ from newsletter.clock import utcnow
 from newsletter.records import ClaimedDelivery, PlanCandidate, PlannedDelivery, PlannedDigest
 from newsletter.states import DeliveryStatus, SkipReason, SubscriberStatus
 from newsletter.store.backend import Backend
-from newsletter.store.outbox_sql import ALREADY_SENT, MARK_SENT, statements_for
+from newsletter.store.outbox_sql import ALREADY_SENT, MARK_SENT, TAKE_OVER_ALL, statements_for
 from newsletter.store.rows import SUBSCRIBER_COLUMNS, delivery_status, strings, subscriber_record
 from newsletter.store.schema import (
     DeliveryRow,
@@ -23,6 +25,8 @@ from newsletter.store.schema import (
     SuppressionRow,
 )
 from newsletter.store.suppressions import Suppressions
+
+log = logging.getLogger(__name__)
 
 
 class Outbox:
@@ -147,23 +151,41 @@ class Outbox:
 
     # -- sending --------------------------------------------------------------------------
 
-    def exclusive_sender(self) -> AbstractContextManager[None]:
+    @contextmanager
+    def exclusive_sender(self) -> Iterator[int]:
         """Hold the right to send: one sender at a time on SQLite, any number on PostgreSQL
-        (see Backend.exclusive_sender)."""
-        return self._db.exclusive_sender()
+        (see Backend.exclusive_sender). Yields how many leases it took over.
+
+        On SQLite the holder knows that no other sender lives (a multi-process `send` takes it
+        once for all its processes, before they claim), so every lease already there is a
+        dead sender's: they are due at once instead of when they expire.
+        """
+        with self._db.exclusive_sender() as sole:
+            if sole:
+                with self._db.single_statement() as c:
+                    taken = c.execute(TAKE_OVER_ALL, {"now": utcnow()}).rowcount
+            else:
+                # On PostgreSQL the claims take them over; counted here to be reported.
+                self._db.sender_owner()
+                taken = self.leases().orphaned
+            if taken:
+                log.warning("taking over %d leases of a sender that is gone: due now", taken)
+            yield taken
 
     def claim(self, limit: int, lease_seconds: int) -> list[ClaimedDelivery]:
         """Reserve up to `limit` due deliveries for this sender with a lease.
 
         Due means queued or retry whose time has come (the local delivery hour, the backoff),
-        or sending whose lease expired (its sender died). On PostgreSQL, FOR UPDATE SKIP LOCKED
-        lets many senders claim at once.
+        or sending whose lease expired (its sender hangs) or whose sender is gone (on
+        PostgreSQL, its advisory lock is free; on SQLite, see exclusive_sender). On
+        PostgreSQL, FOR UPDATE SKIP LOCKED lets many senders claim at once.
         """
         now = utcnow()
         claim = {
             "now": now,
             "limit": limit,
             "lease_until": now + timedelta(seconds=lease_seconds),
+            "owner": self._db.sender_owner(),
         }
         return [
             ClaimedDelivery(
@@ -248,6 +270,32 @@ class Outbox:
             )
         times = [t for t in (retry_at, lease_until) if t is not None]
         return min(times) if times else None
+
+    def leases_held(self) -> tuple[int, datetime | None]:
+        """Deliveries leased by other senders that are alive, and when the last lease ends."""
+        leases = self.leases()
+        return leases.held, leases.held_until
+
+    def leases(self) -> Leases:
+        """Every unexpired lease, as held by a live sender or left by a gone one."""
+        params = {"now": utcnow(), "owner": self._db.registered_owner}  # `status` registers not
+        with self._db.single_statement() as c:
+            held, until, orphaned = c.execute(self._sql.leases, params).one()
+        if orphaned is None:  # SQLite: only the lock file knows whether their sender lives
+            if self._db.running_sender() is None:
+                held, until, orphaned = 0, None, held
+            else:
+                orphaned = 0
+        return Leases(held, until, orphaned)
+
+
+@dataclass(frozen=True)
+class Leases:
+    """Deliveries in `sending` whose lease has not expired."""
+
+    held: int  # by a sender that is alive: they wait for it, or for held_until
+    held_until: datetime | None  # when the last of them expires
+    orphaned: int  # left by a sender that is gone: the next claim takes them at once
 
 
 def finish(

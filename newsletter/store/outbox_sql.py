@@ -13,46 +13,97 @@ from collections.abc import Sequence
 from datetime import date, datetime
 from typing import Any, cast
 
-from sqlalchemy import DateTime, Table, and_, bindparam, or_, select, text, update
+from sqlalchemy import (
+    DateTime,
+    Integer,
+    Table,
+    and_,
+    bindparam,
+    func,
+    null,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from newsletter.records import PlannedDelivery
 from newsletter.states import DeliveryStatus
-from newsletter.store.backend import Backend
+from newsletter.store.backend import LIVE_SENDERS, Backend
 from newsletter.store.rows import SUBSCRIBER_COLUMNS, json_text
 from newsletter.store.schema import DeliveryRow, SentPaperRow, SubscriberRow
 
 DELIVERIES = cast(Table, DeliveryRow.__table__)
 _NOW = bindparam("now", type_=DateTime())
+_OWNER = bindparam("owner", type_=Integer())
+_SENDING = DELIVERIES.c.status == DeliveryStatus.SENDING
 _DUE = or_(
     and_(
         DELIVERIES.c.status == DeliveryStatus.QUEUED,
         or_(DELIVERIES.c.next_attempt_at.is_(None), DELIVERIES.c.next_attempt_at <= _NOW),
     ),
     and_(DELIVERIES.c.status == DeliveryStatus.RETRY, DELIVERIES.c.next_attempt_at <= _NOW),
-    and_(DELIVERIES.c.status == DeliveryStatus.SENDING, DELIVERIES.c.lease_until < _NOW),
+    and_(_SENDING, DELIVERIES.c.lease_until < _NOW),
+)
+# PostgreSQL: a lease whose sender is gone (its advisory lock is free) is due at once. The
+# live senders are read once per statement; leases naming nobody (taken before migration 0006)
+# wait for their expiry.
+_LIVE = select(text("*")).select_from(text(f"({LIVE_SENDERS}) AS live")).scalar_subquery()
+_ORPHANED = and_(
+    _SENDING,
+    DELIVERIES.c.lease_owner.is_not(None),
+    DELIVERIES.c.lease_owner != _OWNER,
+    DELIVERIES.c.lease_owner.not_in(_LIVE),
+)
+# SQLite: the sender that takes the lock file takes over every lease (Outbox.exclusive_sender).
+TAKE_OVER_ALL = (
+    update(DELIVERIES)
+    .where(_SENDING, DELIVERIES.c.lease_until >= _NOW)
+    .values(lease_until=_NOW, lease_owner=None)
 )
 
 
 def _claim_statement(skip_locked: bool) -> Any:
     """Lease up to :limit due deliveries in one statement. The UPDATE re-checks "due", and
     RETURNING says which rows this call took, whatever other senders did meanwhile."""
+    due = or_(_DUE, _ORPHANED) if skip_locked else _DUE
     candidates = (
-        select(DELIVERIES.c.id).where(_DUE).order_by(DELIVERIES.c.id).limit(bindparam("limit"))
+        select(DELIVERIES.c.id).where(due).order_by(DELIVERIES.c.id).limit(bindparam("limit"))
     )
     if skip_locked:
         candidates = candidates.with_for_update(skip_locked=True)
     return (
         update(DELIVERIES)
-        .where(DELIVERIES.c.id.in_(candidates.scalar_subquery()), _DUE)
+        .where(DELIVERIES.c.id.in_(candidates.scalar_subquery()), due)
         .values(
             status=DeliveryStatus.SENDING,
             lease_until=bindparam("lease_until", type_=DateTime()),
+            lease_owner=_OWNER,
             attempts=DELIVERIES.c.attempts + 1,
             updated_at=_NOW,
         )
         .returning(DELIVERIES.c.id)
     )
+
+
+def _leases_statement(owners: bool) -> Any:
+    """Unexpired leases not this sender's: (held by a live sender, the last one's end, left
+    by a gone one); without `owners` (SQLite) all count as held and the third is NULL."""
+    unexpired = and_(
+        _SENDING,
+        DELIVERIES.c.lease_until >= _NOW,
+        # Not this sender's; a process that is no sender (`status`) owns none.
+        or_(_OWNER.is_(None), DELIVERIES.c.lease_owner.is_distinct_from(_OWNER)),
+    )
+    if not owners:
+        return select(func.count(), func.max(DELIVERIES.c.lease_until), null()).where(unexpired)
+    held = DELIVERIES.c.lease_owner.is_(None) | DELIVERIES.c.lease_owner.in_(_LIVE)
+    return select(
+        func.count().filter(held),
+        func.max(DELIVERIES.c.lease_until).filter(held),
+        func.count().filter(~held),
+    ).where(unexpired)
 
 
 _CLAIM_SQLITE = _claim_statement(skip_locked=False)
@@ -119,6 +170,8 @@ MARK_SENT = (
 class OutboxStatements:
     """The statements that each database runs its own way."""
 
+    leases: Any  # see _leases_statement
+
     def __init__(self, db: Backend) -> None:
         self._db = db
 
@@ -137,6 +190,8 @@ class OutboxStatements:
 
 class SQLiteStatements(OutboxStatements):
     """SQLite: no UPDATE inside a WITH, no FOR UPDATE; json_each expands paper lists."""
+
+    leases = _leases_statement(owners=False)
 
     def claim(self, params: dict[str, Any]) -> Sequence[Any]:
         """The claim, then the claimed rows read by id in the same transaction."""
@@ -195,6 +250,8 @@ class SQLiteStatements(OutboxStatements):
 
 class PostgresStatements(OutboxStatements):
     """PostgreSQL: one round trip per claim and per planned batch."""
+
+    leases = _leases_statement(owners=True)
 
     def claim(self, params: dict[str, Any]) -> Sequence[Any]:
         """FOR UPDATE SKIP LOCKED lets many senders claim at once; claim and read are one

@@ -132,12 +132,31 @@ class DeliveryRow(Base):
     paper_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     lease_until: Mapped[datetime | None] = mapped_column(DateTime)
+    # The sender holding the lease (SenderRow.id, PostgreSQL): a claim takes over the leases of
+    # a sender that is gone without waiting for them to expire. No foreign key: a gone
+    # sender's row is deleted while its leases wait to be taken over.
+    lease_owner: Mapped[int | None] = mapped_column(Integer)
     # Not before this time: the local delivery hour for queued rows, the backoff for retries.
     next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
     sent_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class SenderRow(Base):
+    """A sending process on PostgreSQL, alive exactly while it holds the session-level advisory
+    lock on its id (backend.PostgresBackend.sender_owner): the lock dies with its connection,
+    so a killed sender is seen gone at once, with no heartbeat to wait out. The row says who
+    it is for `status`; rows of gone senders are deleted when the next one registers."""
+
+    __tablename__ = "senders"
+    __table_args__ = ({"sqlite_autoincrement": True},)  # ids never reused, as leases name them
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    pid: Mapped[int] = mapped_column(Integer)
+    host: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[datetime] = mapped_column(DateTime)
 
 
 class SentPaperRow(Base):

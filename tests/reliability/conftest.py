@@ -124,6 +124,7 @@ def cli_env(settings: Settings, **extra: object) -> dict[str, str]:
         "NEWSLETTER_SMTP_HOST": settings.smtp_host,
         "NEWSLETTER_SMTP_PORT": settings.smtp_port,
         "NEWSLETTER_SMTP_CONNECTIONS": settings.smtp_connections,
+        "NEWSLETTER_SEND_PROCESSES": settings.send_processes,
         "NEWSLETTER_SMTP_CLIENT": settings.smtp_client,
         "NEWSLETTER_RETRY_BASE_SECONDS": settings.retry_base_seconds,
         "NEWSLETTER_RETRY_WAIT_SECONDS": settings.retry_wait_seconds,

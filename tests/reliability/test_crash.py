@@ -1,9 +1,12 @@
-"""kill -9 of the sending process a third of the way through, then a plain re-run.
+"""kill -9 of the sending process a third of the way through, then a plain re-run at once.
 
 The sender is a real `newsletter send` subprocess; the SMTP server in this process kills it the
 moment it has accepted a third of the messages, so the crash lands mid-batch with messages on
 the wire. Invariant 2: nobody is lost, and the only duplicates are messages the relay accepted
-but the dead process never recorded, each re-sent with its original Message-ID.
+but the dead process never recorded, each re-sent with its original Message-ID. And the re-run
+finishes the day at once: the dead sender's leases (5 minutes long here) are taken over, not
+waited for (on SQLite the re-run holds the sender lock, so no other sender lives; on PostgreSQL
+the dead sender's advisory lock died with its connection).
 """
 
 from __future__ import annotations
@@ -57,8 +60,9 @@ def test_kill_9_mid_run_loses_nobody_and_resends_only_what_was_in_flight(
             SUBSCRIBERS,
             database_url=database_url,
             smtp_port=server.port,
-            lease_seconds=5,
-            retry_wait_seconds=30,
+            lease_seconds=300,
+            # A re-run that left the leases to expire would end at once without them.
+            retry_wait_seconds=1,
         )
         # Claims of 400 put the kill mid-batch, with claimed deliveries not yet sent.
         env = cli_env(app.settings, batch_size=400)
@@ -80,11 +84,21 @@ def test_kill_9_mid_run_loses_nobody_and_resends_only_what_was_in_flight(
         accepted_at_crash = handler.total
         in_flight = accepted_at_crash - recorded
         assert leased > 0, "the crash should leave claimed deliveries behind"
+        status = subprocess.run(
+            [newsletter_bin(), "status", "--date", DAY.isoformat()],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert f"left by a sender that is gone: {leased}" in status.stdout, status.stdout
 
         started = time.monotonic()
-        rerun = subprocess.run(command, env=env, capture_output=True, timeout=90)
+        rerun = subprocess.run(command, env=env, capture_output=True, text=True, timeout=90)
         rerun_seconds = time.monotonic() - started
-        assert rerun.returncode == 0, rerun.stderr.decode()
+        assert rerun.returncode == 0, rerun.stderr
+        assert f"taken over from a sender that is gone (a crash): {leased}" in rerun.stdout
+        assert "still leased" not in rerun.stdout
 
     received = set(handler.accepted)
     duplicates = handler.duplicates()
@@ -93,7 +107,8 @@ def test_kill_9_mid_run_loses_nobody_and_resends_only_what_was_in_flight(
         f"{app.store.dialect}: kill -9 at {accepted_at_crash}/{len(planned)}: lost {len(lost)}, "
         f"duplicates {len(duplicates)} (all same Message-ID: "
         f"{all(len(handler.message_ids[r]) == 1 for r in duplicates)}), "
-        f"in flight {in_flight}, leases left {leased}, re-run {rerun_seconds:.1f}s"
+        f"in flight {in_flight}, leases left {leased} (taken over at once), "
+        f"re-run {rerun_seconds:.1f}s"
     )
     assert not lost
     assert received == planned  # and nobody outside the plan
