@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Protocol
@@ -24,6 +24,9 @@ class FetchReport:
 
 
 class Fetcher:
+    # Called with each day's papers once they are stored (the composition root embeds them).
+    after_store: Callable[[Sequence[Paper]], None] | None = None
+
     def __init__(self, sources: Sources, days: DayStore) -> None:
         self.sources = sources
         self.days = days
@@ -34,4 +37,6 @@ class Fetcher:
             problems = f" ({len(result.problems)} unreadable items)" if result.problems else ""
             raise SourceError(f"the source listed no papers for {day}{problems}; nothing stored")
         self.days.store_day(day, result.papers)
+        if self.after_store is not None:
+            self.after_store(result.papers)
         return FetchReport(day, len(result.papers), result.problems)

@@ -19,6 +19,8 @@ from newsletter.errors import NewsletterError
 from newsletter.fetching import Fetcher, FetchReport
 from newsletter.links import Links
 from newsletter.planning import Planner, PlanningConfig, PlanReport
+from newsletter.profiles import Profiles
+from newsletter.relevance.embedding import default_embedder
 from newsletter.render import RenderedDigest
 from newsletter.send.engine import DeliveryLoop, DeliveryPolicy, DrainReport
 from newsletter.send.factory import sender_from_settings
@@ -49,13 +51,20 @@ class Newsletter:
         self.links = Links(
             settings.base_url, settings.secret_key.get_secret_value(), settings.from_domain
         )
+        # The model loads on its first use: processes that never embed do not pay for it.
+        self.profiles = Profiles(
+            self.store.relevance, self.store.papers, self.taxonomy, default_embedder()
+        )
         self.fetcher = Fetcher(Sources(SourceConfig.from_settings(settings)), self.store.papers)
+        self.fetcher.after_store = self.profiles.embed_stored
         self.planner = Planner(
             PlanningConfig.from_settings(settings),
             self.store.papers,
             self.store.outbox,
             self.taxonomy,
             self.links,
+            self.profiles,
+            self.store.relevance,
         )
         self.composer = Composer(
             ComposerConfig.from_settings(settings), self.store.papers, self.taxonomy, self.links

@@ -1,29 +1,34 @@
 """Planning a day: one delivery row per due subscriber, written before any SMTP.
 
 The planner reads the day's ranked list, asks the outbox which subscribers are candidates and
-what each was already sent, chooses their papers (newsletter.selection) and writes the rows.
-It declares the two narrow store interfaces it needs, so it can be read and tested alone.
+what each was already sent, chooses their papers and writes the rows. Keyword-only readers with
+no feedback are chosen for literally (newsletter.digest); readers who wrote what they work on or
+gave feedback are chosen for by meaning, a batch at a time (newsletter.relevance.scoring), with
+the reason for each paper kept beside their delivery. It declares the narrow interfaces it
+needs, so it can be read and tested alone.
 """
 
 from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from newsletter.digest import Interests, Selection, Selector, rank
+from newsletter.digest import Interests, Pick, Selection, Selector, rank
 from newsletter.errors import NewsletterError
 from newsletter.papers import Paper
 from newsletter.records import PlanCandidate, PlannedDelivery, SubscriberRecord
+from newsletter.relevance.scoring import THRESHOLD, Choices, Day, Reader, select_many
 from newsletter.schedule import due_at, weekly_due
 from newsletter.states import Cadence, DeliveryStatus, SkipReason
-from newsletter.topics import Taxonomy
+from newsletter.topics import Taxonomy, keyword_pattern, matching_text
 
 if TYPE_CHECKING:
     from newsletter.config import Settings
+    from newsletter.profiles import ReaderSetup
 
 
 class Listings(Protocol):
@@ -56,6 +61,18 @@ class MessageIds(Protocol):
     def message_id(self, subscriber_id: int, day: date) -> str: ...
 
 
+class ReaderProfiles(Protocol):
+    """Relevance state kept current (newsletter.profiles.Profiles)."""
+
+    def day(self, papers: Sequence[Paper]) -> Day: ...
+
+    def readers(self, subscribers: Sequence[SubscriberRecord]) -> Mapping[int, ReaderSetup]: ...
+
+
+class ReasonLog(Protocol):
+    def save_reasons(self, day: date, reasons: Mapping[int, Sequence[str]]) -> None: ...
+
+
 @dataclass(frozen=True)
 class PlanningConfig:
     max_papers: int = 10
@@ -64,6 +81,7 @@ class PlanningConfig:
     digest_lag_days: int = 1
     default_timezone: str = "UTC"
     default_delivery_hour: int = 8
+    relevance_threshold: float = THRESHOLD
 
     @classmethod
     def from_settings(cls, settings: Settings) -> PlanningConfig:
@@ -95,12 +113,16 @@ class Planner:
         outbox: PlanningOutbox,
         taxonomy: Taxonomy,
         message_ids: MessageIds,
+        profiles: ReaderProfiles | None = None,
+        reasons: ReasonLog | None = None,
     ) -> None:
         self.config = config
         self.listings = listings
         self.outbox = outbox
         self.taxonomy = taxonomy
         self.message_ids = message_ids
+        self.profiles = profiles
+        self.reasons = reasons
 
     def day_papers(self, day: date) -> list[Paper]:
         """The day's list in rank order; an error naming the fix when nothing is stored."""
@@ -118,10 +140,18 @@ class Planner:
     def selection_for(
         self, subscriber: SubscriberRecord, ranked: list[Paper], already_sent: set[str]
     ) -> Selection:
-        """What `subscriber` would get from `ranked`, for a preview (nothing is recorded)."""
-        return Selector(ranked, self.taxonomy, self.config.max_papers)(
-            Interests.of(subscriber), already_sent
-        )
+        """What `subscriber` would get from `ranked`, for a preview (nothing is recorded);
+        each pick of a reader chosen for by meaning is labelled with its reason."""
+        cap = self.config.max_papers
+        setup = self.profiles.readers([subscriber]).get(subscriber.id) if self.profiles else None
+        if setup is None:
+            return Selector(ranked, self.taxonomy, cap)(Interests.of(subscriber), already_sent)
+        if setup.profile is None:
+            everything = Selector(ranked, self.taxonomy, len(ranked))
+            return excluding(everything(Interests.of(subscriber), already_sent), setup, cap)
+        assert self.profiles is not None
+        choices = self._choose(self.profiles.day(ranked), [(subscriber, setup, already_sent)])
+        return as_selection(choices[0])
 
     def plan(self, day: date, *, dry_run: bool = False, immediately: bool = False) -> PlanReport:
         """Write one delivery per due subscriber for `day`, before any SMTP.
@@ -141,6 +171,7 @@ class Planner:
         if not dry_run:
             report.superseded = self.outbox.supersede_older(day)
             self.outbox.start_run(day, len(daily))
+        days: dict[Cadence, Day] = {}  # vectors and BM25 of a pool, made once if anyone needs them
         for batch in self.outbox.plan_candidates(day, config.batch_size):
             due = [c for c in batch if self._due(c.subscriber, day)]
             report.already_planned += sum(c.planned for c in due)
@@ -150,16 +181,34 @@ class Planner:
                 choose_weekly = Selector(weekly, self.taxonomy, config.max_papers)
             candidates = {p.id for p in [*daily, *(weekly or [])]}
             sent = self.outbox.already_sent([c.subscriber.id for c in todo], list(candidates))
+            setups = (
+                self.profiles.readers([c.subscriber for c in todo if not c.suppressed])
+                if self.profiles
+                else {}
+            )
+            chosen = self._choose_by_meaning(todo, setups, sent, daily, weekly or [], days)
+            reasons: dict[int, list[str]] = {}
             planned = []
             for candidate in todo:
                 subscriber = candidate.subscriber
-                choose = (
-                    choose_weekly
-                    if subscriber.frequency == Cadence.WEEKLY and choose_weekly
-                    else choose_daily
-                )
+                weekly_reader = subscriber.frequency == Cadence.WEEKLY and choose_weekly
+                choose = choose_weekly if weekly_reader and choose_weekly else choose_daily
+                setup = setups.get(subscriber.id)
                 if candidate.suppressed:
                     selection = Selection((), SkipReason.SUPPRESSED)
+                elif subscriber.id in chosen:
+                    choices = chosen[subscriber.id]
+                    selection = as_selection(choices)
+                    if choices.picks:
+                        reasons[subscriber.id] = [c.reason for c in choices.picks]
+                elif setup is not None:  # exclude-words only: literal matching, minus those
+                    pool = weekly if weekly_reader and weekly is not None else daily
+                    everything = Selector(pool, self.taxonomy, len(pool))
+                    selection = excluding(
+                        everything(Interests.of(subscriber), sent.get(subscriber.id, ())),
+                        setup,
+                        config.max_papers,
+                    )
                 else:
                     selection = choose(Interests.of(subscriber), sent.get(subscriber.id, ()))
                 planned.append(
@@ -179,6 +228,10 @@ class Planner:
                 else self.outbox.add_deliveries(day, planned)
             )
             report.already_planned += len(planned) - len(created)
+            if reasons and not dry_run and self.reasons is not None:
+                self.reasons.save_reasons(
+                    day, {i: why for i, why in reasons.items() if i in created}
+                )
             for delivery in planned:
                 if delivery.subscriber_id not in created:
                     continue
@@ -190,6 +243,52 @@ class Planner:
             self.outbox.finish_run(day)
         report.seconds = time.monotonic() - started
         return report
+
+    def _choose_by_meaning(
+        self,
+        todo: Sequence[PlanCandidate],
+        setups: Mapping[int, ReaderSetup],
+        sent: Mapping[int, set[str]],
+        daily: list[Paper],
+        weekly: list[Paper],
+        days: dict[Cadence, Day],
+    ) -> dict[int, Choices]:
+        """Choices for the batch's readers with a profile, daily and weekly pools apart."""
+        chosen: dict[int, Choices] = {}
+        for cadence, pool in ((Cadence.DAILY, daily), (Cadence.WEEKLY, weekly)):
+            readers = [
+                (c.subscriber, setup, sent.get(c.subscriber.id, set()))
+                for c in todo
+                if not c.suppressed
+                and (setup := setups.get(c.subscriber.id)) is not None
+                and setup.profile is not None
+                and (c.subscriber.frequency == Cadence.WEEKLY) == (cadence == Cadence.WEEKLY)
+            ]
+            if not readers or not pool:
+                continue
+            if cadence not in days:
+                assert self.profiles is not None
+                days[cadence] = self.profiles.day(pool)
+            choices = self._choose(days[cadence], readers)
+            chosen.update((s.id, c) for (s, _, _), c in zip(readers, choices, strict=True))
+        return chosen
+
+    def _choose(
+        self, day: Day, readers: Sequence[tuple[SubscriberRecord, ReaderSetup, set[str]]]
+    ) -> list[Choices]:
+        return list(
+            select_many(
+                day,
+                (
+                    Reader(setup.profile, Interests.of(s), setup.exclude, sent)
+                    for s, setup, sent in readers
+                    if setup.profile is not None
+                ),
+                self.taxonomy,
+                self.config.max_papers,
+                threshold=self.config.relevance_threshold,
+            )
+        )
 
     def _due(self, subscriber: SubscriberRecord, day: date) -> bool:
         return subscriber.frequency != Cadence.WEEKLY or weekly_due(
@@ -205,3 +304,24 @@ class Planner:
             config.default_timezone,
             config.default_delivery_hour,
         )
+
+
+def as_selection(choices: Choices) -> Selection:
+    """Choices as the planner records them, each pick labelled with why it is there."""
+    picks = tuple(Pick(c.paper, (c.reason,) if c.reason else ()) for c in choices.picks)
+    return Selection(picks, choices.skip_reason)
+
+
+def excluding(selection: Selection, setup: ReaderSetup, cap: int) -> Selection:
+    """A literal selection (made uncapped) without the papers the reader excluded, capped."""
+    pattern = keyword_pattern(setup.exclude)
+    picks = tuple(
+        pick
+        for pick in selection.picks
+        if pattern is None or not pattern.search(matching_text(pick.paper))
+    )[:cap]
+    if picks:
+        return Selection(picks, None)
+    if selection.picks:  # everything left was excluded
+        return Selection((), SkipReason.NO_MATCH)
+    return Selection((), selection.skip_reason)

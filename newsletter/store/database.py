@@ -12,6 +12,7 @@ from newsletter.store.backend import Backend, backend_for
 from newsletter.store.engine import make_engine, translated_errors
 from newsletter.store.outbox import Outbox
 from newsletter.store.papers import Papers
+from newsletter.store.relevance import Relevance
 from newsletter.store.reports import Reports
 from newsletter.store.subscribers import Subscribers
 from newsletter.store.suppressions import Suppressions
@@ -32,6 +33,7 @@ class Store:
         self.suppressions = Suppressions(self.backend)
         self.outbox = Outbox(self.backend, self.suppressions)
         self.reports = Reports(self.backend)
+        self.relevance = Relevance(self.backend)
 
     @property
     def dialect(self) -> str:

@@ -7,11 +7,13 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Date,
     DateTime,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     PrimaryKeyConstraint,
     String,
     Text,
@@ -191,3 +193,65 @@ class SuppressionRow(Base):
     reason: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class PaperVectorRow(Base):
+    """A paper's sentence vector (float32 bytes), computed once when the paper is stored; a
+    vector from another model is never compared, only recomputed (migration 0008)."""
+
+    __tablename__ = "paper_vectors"
+
+    paper_id: Mapped[str] = mapped_column(
+        ForeignKey("papers.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[str] = mapped_column(String(80))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ReaderProfileRow(Base):
+    """A reader's own words and exclude-words, and the profile computed from them, their topics,
+    keywords and feedback. `words_key` is a hash of the words the profile was computed from and
+    a NULL `vector` means feedback changed since: either makes the planner recompute it."""
+
+    __tablename__ = "reader_profiles"
+
+    subscriber_id: Mapped[int] = mapped_column(
+        ForeignKey("subscribers.id", ondelete="CASCADE"), primary_key=True
+    )
+    about: Mapped[str] = mapped_column(Text, default="")
+    exclude: Mapped[list[str]] = mapped_column(JSON, default=list)
+    feedback_count: Mapped[int] = mapped_column(Integer, default=0)
+    words_key: Mapped[str | None] = mapped_column(String(64))
+    model_id: Mapped[str | None] = mapped_column(String(80))
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    anchor: Mapped[bytes | None] = mapped_column(LargeBinary)
+    terms: Mapped[list[str]] = mapped_column(JSON, default=list)
+    parts: Mapped[list[str]] = mapped_column(JSON, default=list)
+    part_vectors: Mapped[bytes | None] = mapped_column(LargeBinary)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class FeedbackRow(Base):
+    """ "More like this" (liked) or "less like this" on a paper: the last one per paper wins."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (PrimaryKeyConstraint("subscriber_id", "paper_id", name="pk_feedback"),)
+
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    paper_id: Mapped[str] = mapped_column(String(32))
+    liked: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class DeliveryReasonsRow(Base):
+    """Why each paper of a profile reader's digest is there, in the order of the delivery's
+    paper list; keyword-only digests have no row (the composer matches their labels itself)."""
+
+    __tablename__ = "delivery_reasons"
+    __table_args__ = (
+        PrimaryKeyConstraint("subscriber_id", "digest_date", name="pk_delivery_reasons"),
+    )
+
+    subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
+    digest_date: Mapped[date] = mapped_column(Date)
+    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
