@@ -158,11 +158,16 @@ def _claim_statement(skip_locked: bool) -> Any:
     candidates = (
         select(_DELIVERIES.c.id).where(_DUE).order_by(_DELIVERIES.c.id).limit(bindparam("limit"))
     )
+    chosen: Any = candidates.scalar_subquery()
     if skip_locked:
-        candidates = candidates.with_for_update(skip_locked=True)
+        # Materialized, so the candidates are chosen once: as a plain subquery PostgreSQL may
+        # run it again for each row it updates, and with SKIP LOCKED each run skips the rows the
+        # last one locked, so one claim took far more than :limit (one worker took a whole day).
+        picked = candidates.with_for_update(skip_locked=True).cte("candidates")
+        chosen = select(picked.prefix_with("MATERIALIZED").c.id).scalar_subquery()
     return (
         update(_DELIVERIES)
-        .where(_DELIVERIES.c.id.in_(candidates.scalar_subquery()), _DUE)
+        .where(_DELIVERIES.c.id.in_(chosen), _DUE)
         .values(
             status=DeliveryStatus.SENDING,
             lease_until=bindparam("lease_until", type_=DateTime()),
