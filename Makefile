@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean container-check
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,3 +31,12 @@ clean:
 # BENCH_ARGS="--subscribers 10000 --database postgresql" for a quick run.
 bench: $(BIN)/.installed
 	$(BIN)/python -m bench.throughput $(BENCH_ARGS)
+
+# Builds the Dockerfile with podman and runs the image and the compose services for real
+# (scripts/container_check.sh); needs root for podman and the machine's PostgreSQL.
+$(BIN)/.container-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[container]'
+	touch $@
+
+container-check: $(BIN)/.container-installed
+	PODMAN_COMPOSE=$(BIN)/podman-compose scripts/container_check.sh
