@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench bench-relevance clean
+.PHONY: demo test lint bench bench-relevance clean container-check
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,12 @@ bench: $(BIN)/.installed
 # selecting a day for 100,000 readers. BENCH_ARGS="--readers 10000" or "--skip-scale" for less.
 bench-relevance: $(BIN)/.installed
 	$(BIN)/python -m bench.relevance $(BENCH_ARGS)
+
+# Builds the Dockerfile with podman and runs the image and the compose services for real
+# (scripts/container_check.sh); needs root for podman and the machine's PostgreSQL.
+$(BIN)/.container-installed: $(BIN)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[container]'
+	touch $@
+
+container-check: $(BIN)/.container-installed
+	PODMAN_COMPOSE=$(BIN)/podman-compose scripts/container_check.sh

@@ -183,3 +183,14 @@ def test_sqlite_allows_one_sender_at_a_time(make_newsletter: Callable[..., Newsl
     assert "Traceback" not in second.stderr
     with app.store.outbox.exclusive_sender():  # released: free again
         pass
+
+
+def test_a_claim_takes_no_more_than_its_limit(
+    make_newsletter: Callable[..., Newsletter], postgres_url: str, smtp_server: CaptureServer
+) -> None:
+    # A claim bigger than its limit outlives its lease math and starves the other workers (one
+    # worker once took a whole day while a second sat idle).
+    app = planned_newsletter(make_newsletter, postgres_url, smtp_server.port, 300)
+    sizes = [len(app.store.outbox.claim(20, 300)) for _ in range(5)]
+    assert sizes == [20] * 5
+    assert app.store.reports.day_summary(DAY).by_status == {"sending": 100, "queued": 200}
