@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from newsletter.config import Settings
     from newsletter.pipeline import Newsletter, PlanReport
+    from newsletter.relevance.state import ReaderWords
     from newsletter.send.engine import DrainReport
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -160,20 +161,44 @@ def _email(value: str) -> str:
 @click.argument("email")
 @click.option("--topic", "topic_slugs", multiple=True, help="Topic slug (repeatable).")
 @click.option("--keyword", "keywords", multiple=True, help="Free keyword (repeatable).")
+@click.option("--about", default=None, help="What they work on, in their own words (600 chars).")
+@click.option(
+    "--exclude", "exclude", multiple=True, help="Never show papers with this word (repeatable)."
+)
 @with_newsletter
 def subscribers_add(
-    app: Newsletter, email: str, topic_slugs: tuple[str, ...], keywords: tuple[str, ...]
+    app: Newsletter,
+    email: str,
+    topic_slugs: tuple[str, ...],
+    keywords: tuple[str, ...],
+    about: str | None,
+    exclude: tuple[str, ...],
 ) -> None:
     """Add (or update) a confirmed subscriber."""
+    words = _reader_words(about or "", exclude) if about is not None or exclude else None
     try:
         record = app.subscriptions.add(email, topic_slugs, keywords)
     except InvalidAddress as exc:
         raise NewsletterError(str(exc)) from None
-    click.echo(f"subscribed {record.email} ({_interests(record.topics, record.keywords)})")
+    if words is not None:
+        app.store.relevance.set_words(record.id, words)
+    shown = _interests(record.topics, record.keywords, words.about if words else "")
+    click.echo(f"subscribed {record.email} ({shown})")
 
 
-def _interests(topic_slugs: Iterable[str], keywords: Iterable[str]) -> str:
+def _reader_words(about: str, exclude: Iterable[str]) -> ReaderWords:
+    from newsletter.relevance.state import reader_words
+
+    try:
+        return reader_words(about, list(exclude))
+    except ValueError as exc:
+        raise NewsletterError(str(exc)) from None
+
+
+def _interests(topic_slugs: Iterable[str], keywords: Iterable[str], about: str = "") -> str:
     parts = [*topic_slugs, *(f'"{k}"' for k in keywords)]
+    if about:
+        parts.append(f"about: {about[:60]}" + ("..." if len(about) > 60 else ""))
     return ", ".join(parts) if parts else "top papers"
 
 
@@ -203,24 +228,35 @@ def subscribers_remove(app: Newsletter, email: str) -> None:
 @click.argument("csv_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @with_newsletter
 def subscribers_import(app: Newsletter, csv_file: Path) -> None:
-    """Import subscribers from a CSV file with columns email, topics, keywords (`;`-separated)."""
+    """Import subscribers from a CSV file with columns email, topics, keywords (`;`-separated),
+    and optionally about (what they work on) and exclude (`;`-separated)."""
+    from newsletter.relevance.state import reader_words
+
     added, problems = 0, 0
     subscriptions = app.subscriptions
     with csv_file.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         if not reader.fieldnames or "email" not in reader.fieldnames:
             raise NewsletterError(f"{csv_file}: the header row must name an 'email' column")
+        own_words = "about" in reader.fieldnames or "exclude" in reader.fieldnames
         for line, row in enumerate(reader, start=2):
             try:
-                subscriptions.add(
+                words = (
+                    reader_words(row.get("about") or "", (row.get("exclude") or "").split(";"))
+                    if own_words
+                    else None
+                )
+                record = subscriptions.add(
                     row.get("email") or "",
                     (row.get("topics") or "").split(";"),
                     (row.get("keywords") or "").split(";"),
                 )
-            except (InvalidAddress, ConfigError) as exc:
+            except (InvalidAddress, ConfigError, ValueError) as exc:
                 click.echo(f"warning: {csv_file}:{line}: skipped: {exc}", err=True)
                 problems += 1
                 continue
+            if words is not None:
+                app.store.relevance.set_words(record.id, words)
             added += 1
     click.echo(f"imported {added} subscribers" + (f", skipped {problems} rows" if problems else ""))
 
@@ -230,9 +266,24 @@ def subscribers_import(app: Newsletter, csv_file: Path) -> None:
 def subscribers_export(app: Newsletter) -> None:
     """Write all subscribers as CSV (the import format, plus status) to stdout."""
     writer = csv.writer(sys.stdout, lineterminator="\n")
-    writer.writerow(["email", "topics", "keywords", "status"])
-    for s in app.subscriptions.all():
-        writer.writerow([s.email, ";".join(s.topics), ";".join(s.keywords), s.status])
+    writer.writerow(["email", "topics", "keywords", "about", "exclude", "status"])
+    everyone = app.subscriptions.all()
+    # Read in batches: one query per thousand subscribers, not one each.
+    for start in range(0, len(everyone), 1000):
+        batch = everyone[start : start + 1000]
+        words = app.store.relevance.words(s.id for s in batch)
+        for s in batch:
+            own = words.get(s.id)
+            writer.writerow(
+                [
+                    s.email,
+                    ";".join(s.topics),
+                    ";".join(s.keywords),
+                    own.about if own else "",
+                    ";".join(own.exclude) if own else "",
+                    s.status,
+                ]
+            )
 
 
 now_option = click.option(

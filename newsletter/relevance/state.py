@@ -4,10 +4,12 @@ subscription service, the web pages): what a reader wrote, their stored profile,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from newsletter.relevance.profile import Profile
+from newsletter.relevance.profile import ABOUT_LIMIT, Profile
+from newsletter.topics import clean_keywords
 
 
 @dataclass(frozen=True)
@@ -38,3 +40,16 @@ class FeedbackRecord:
     paper_id: str
     liked: bool
     at: datetime
+
+
+def reader_words(about: str, exclude: Sequence[str]) -> ReaderWords:
+    """What a reader wrote, cleaned: whitespace folded, exclude-words as keywords are. Text over
+    the limit is refused rather than cut, so nothing the reader wrote is silently lost."""
+    text = " ".join(about.split())
+    if len(text) > ABOUT_LIMIT:
+        raise ValueError(
+            f"'what do you work on' is {len(text)} characters; at most {ABOUT_LIMIT}, please"
+        )
+    if any(ch in text for ch in "\x00\x1b"):
+        raise ValueError("'what do you work on' contains control characters")
+    return ReaderWords(text, tuple(clean_keywords(exclude)))
