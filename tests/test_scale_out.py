@@ -1,6 +1,6 @@
 """Scale-out on PostgreSQL: many workers claim with FOR UPDATE SKIP LOCKED and leases; a day is
-planned once however many planners race; a dead worker's claims go to the others. On SQLite a
-second sender is refused."""
+planned once however many planners race; a dead worker's claims go to the others at once, a
+live one's never. On SQLite a second sender is refused."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pytest
 from newsletter.capture import CaptureHandler, CaptureServer
 from newsletter.errors import SenderBusy
 from newsletter.pipeline import Newsletter
+from newsletter.store import Store
 from tests.conftest import SAMPLE_DATA
 from tests.loaders import add_subscribers
 from tests.reliability.conftest import cli_env, newsletter_bin, reader
@@ -119,7 +120,33 @@ def test_racing_planners_create_one_run(
     assert sum(queued) == 500, queued  # each planned subscriber counted by exactly one planner
 
 
-def test_a_killed_workers_claims_are_sent_by_another_after_the_lease(
+def test_a_live_senders_leases_are_never_taken_and_a_gone_ones_are_taken_at_once(
+    make_newsletter: Callable[..., Newsletter], postgres_url: str, smtp_server: CaptureServer
+) -> None:
+    app = planned_newsletter(make_newsletter, postgres_url, smtp_server.port, 30)
+    first, second = Store(postgres_url), Store(postgres_url)  # two sending processes' stores
+    try:
+        held = {d.id for d in first.outbox.claim(10, 300)}
+        taken = {d.id for d in second.outbox.claim(100, 300)}
+        assert len(held) == 10 and len(taken) == 20 and not held & taken
+        leases = app.store.outbox.leases()
+        assert (leases.held, leases.orphaned) == (30, 0)
+        assert second.outbox.leases_held()[0] == 10  # first's, not its own
+        assert second.outbox.claim(100, 300) == []  # alive: its leases are left to it
+
+        first.close()  # the process ends: its lock goes with its connection
+
+        assert app.store.outbox.leases().orphaned == 10
+        again = second.outbox.claim(100, 300)
+        assert {d.id for d in again} == held
+        assert all(d.attempts == 2 for d in again)
+        assert second.outbox.leases_held() == (0, None)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_killed_workers_claims_are_sent_by_another_at_once(
     make_newsletter: Callable[..., Newsletter], postgres_url: str
 ) -> None:
     handler = StallingHandler()
@@ -130,7 +157,8 @@ def test_a_killed_workers_claims_are_sent_by_another_after_the_lease(
             server.port,
             300,
             batch_size=50,
-            lease_seconds=5,
+            lease_seconds=300,  # far longer than the test may take: taken over, not waited for
+            retry_wait_seconds=1,
             smtp_connections=4,
         )
         env = cli_env(app.settings)
@@ -149,6 +177,7 @@ def test_a_killed_workers_claims_are_sent_by_another_after_the_lease(
         doomed.wait()
         handler.stall.clear()
         assert held > 0, "the first worker never held a lease"
+        started = time.monotonic()
         rescuer = subprocess.run(
             [newsletter_bin(), "worker", "--burst"],
             env=env,
@@ -156,11 +185,13 @@ def test_a_killed_workers_claims_are_sent_by_another_after_the_lease(
             text=True,
             timeout=120,
         )
+        rescue_seconds = time.monotonic() - started
         assert rescuer.returncode == 0, rescuer.stderr
         counts = per_recipient(server)
     print(
-        f"\n  [figure] worker killed holding {held} leases; after the lease the other sent "
-        f"{len(counts)}/300, duplicates {sum(c - 1 for c in counts.values())}"
+        f"\n  [figure] worker killed holding {held} leases; the other took them over and sent "
+        f"{len(counts)}/300 in {rescue_seconds:.1f}s, duplicates "
+        f"{sum(c - 1 for c in counts.values())}"
     )
     assert len(counts) == 300
     assert max(counts.values()) == 1
