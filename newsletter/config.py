@@ -227,6 +227,11 @@ class Settings(BaseSettings):
     signups_per_ip_per_hour: int = Field(
         20, ge=1, description="Sign-up requests one IP address may make per hour."
     )
+    metrics_token: SecretStr | None = Field(
+        None,
+        description="Bearer token /metrics asks for (Authorization: Bearer ...); unset, /metrics "
+        "answers 404.",
+    )
     weekly_weekday: int = Field(
         0,
         ge=0,

@@ -66,6 +66,7 @@ def test_run_serves_the_app_and_delivers_what_its_scheduler_planned(
         worker_poll_seconds=0.2,
         web_port=port,
         log_format="json",
+        metrics_token="scrape-me",
     )
     service = subprocess.Popen(
         [newsletter_bin(), "run"],
@@ -82,7 +83,8 @@ def test_run_serves_the_app_and_delivers_what_its_scheduler_planned(
         assert smtp_server.messages[0].recipients == ["reader@example.org"]
         base = f"http://127.0.0.1:{port}"
         assert httpx.get(f"{base}/healthz").json() == {"status": "ok"}
-        metrics = httpx.get(f"{base}/metrics").text
+        assert httpx.get(f"{base}/metrics").status_code == 401
+        metrics = httpx.get(f"{base}/metrics", headers={"Authorization": "Bearer scrape-me"}).text
         assert 'newsletter_deliveries{status="sent",reason=""} 1' in metrics
         assert 'newsletter_queue_depth{due="now"} 0' in metrics
     finally:

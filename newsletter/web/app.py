@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+import newsletter.web.errors as errors
 import newsletter.web.routes as routes
 from newsletter.config import Settings, load_settings
 from newsletter.pipeline import Newsletter
@@ -34,10 +35,16 @@ def create_app(
     app = FastAPI(
         title=f"{served.settings.newsletter_name} API",
         lifespan=lifespan,
-        docs_url="/api/docs",
+        # No interactive docs page: Swagger UI loads its script from a CDN. The OpenAPI
+        # document is served; any viewer can open it.
+        docs_url=None,
         redoc_url=None,
         openapi_url="/api/openapi.json",
+        # Starlette's slash redirect builds an absolute URL from the Host header; errors.py
+        # answers with a relative one instead.
+        redirect_slashes=False,
     )
+    errors.install(app)
     app.state.site = site
 
     @app.middleware("http")
@@ -45,9 +52,8 @@ def create_app(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         response = await call_next(request)
-        if not request.url.path.startswith("/api/docs"):
-            for name, value in SECURITY_HEADERS.items():
-                response.headers.setdefault(name, value)
+        for name, value in SECURITY_HEADERS.items():
+            response.headers.setdefault(name, value)
         return response
 
     routes.register(app)

@@ -125,6 +125,11 @@ class ConfirmationMailer:
         finally:
             await sender.close()
 
+    @property
+    def pending(self) -> int:
+        """Sign-ups and mails still running in the background."""
+        return len(self._tasks)
+
     async def drain(self) -> None:
         """Wait for mails still being sent (on shutdown, and in tests)."""
         if self._tasks:

@@ -6,6 +6,7 @@ with is never used for one. Routes are registered in newsletter.web.routes.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from datetime import date
 from typing import Any
@@ -349,15 +350,30 @@ async def archive_day(request: Request, day: date, site: SiteDep) -> HTMLRespons
 
 
 async def healthz(site: SiteDep) -> JSONResponse:
-    # Healthy means the database answers: a web process without it can serve nothing.
+    # Healthy means the database answers: a web process without it can serve nothing. What
+    # failed goes to the log, not to whoever asks.
     try:
         await run_in_threadpool(site.store.papers.listed_days)
     except NewsletterError as exc:
-        return JSONResponse({"status": "unavailable", "detail": str(exc)}, status_code=503)
+        log.error("health check failed: %s", exc)
+        return JSONResponse({"status": "unavailable"}, status_code=503)
     return JSONResponse({"status": "ok"})
 
 
-async def metrics(site: SiteDep) -> Response:
+async def metrics(request: Request, site: SiteDep) -> Response:
+    # Delivery counts are the operator's: only a scraper with the token sees them, and
+    # without a token configured the endpoint does not exist.
+    expected = site.settings.metrics_token
+    if expected is None:
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    offered = request.headers.get("authorization", "")
+    wanted = f"Bearer {expected.get_secret_value()}"
+    if not hmac.compare_digest(offered.encode(), wanted.encode()):
+        return JSONResponse(
+            {"detail": "a bearer token is needed"},
+            status_code=401,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
     snapshot = await run_in_threadpool(site.store.reports.metrics)
     return Response(render_metrics(snapshot), media_type="text/plain; version=0.0.4")
 

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 
 import newsletter.web.api as api
 import newsletter.web.pages as pages
+from newsletter.web.errors import StrictJSONRoute
 
 PREFERENCES = "/preferences/{subscriber_id}/{token}"
 
@@ -67,7 +68,7 @@ API = (
 def register(app: FastAPI) -> None:
     # The pages are for people; the OpenAPI docs describe the JSON API only.
     page_router = APIRouter(include_in_schema=False)
-    api_router = APIRouter(prefix="/api", tags=["subscriptions"])
+    api_router = APIRouter(prefix="/api", tags=["subscriptions"], route_class=StrictJSONRoute)
     for router, table in ((page_router, PAGES), (api_router, API)):
         for route in table:
             router.add_api_route(
