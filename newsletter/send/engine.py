@@ -329,10 +329,10 @@ class DeliveryLoop:
         await self._flush()
 
     async def _send_next(self, delivery: ClaimedDelivery) -> None:
-        if self.report.stopped is not None:
+        await self._make_room()
+        if self.report.stopped is not None:  # also while it waited for room
             self._pending.released.append(delivery.id)
             return
-        await self._make_room()
         # Composed just before sending, so rendering overlaps the other connections' I/O
         # instead of holding up the whole batch.
         try:
