@@ -19,6 +19,7 @@ from newsletter.relevance.embedding import Vectors
 from newsletter.relevance.profile import Profile
 from newsletter.relevance.state import FeedbackRecord, ReaderWords, StoredProfile
 from newsletter.store.backend import Backend
+from newsletter.store.rows import json_text, strings
 from newsletter.store.schema import (
     DeliveryReasonsRow,
     FeedbackRow,
@@ -27,6 +28,9 @@ from newsletter.store.schema import (
 )
 
 _FLOAT32 = np.dtype("<f4")
+# Between one paper's reason and the next: a control character, which reasons never hold
+# (they are made of the reader's cleaned words and topic names).
+SEPARATOR = "\x1f"
 
 
 def to_bytes(vectors: Vectors) -> bytes:
@@ -113,33 +117,45 @@ class Relevance:
         if not ids:
             return {}
         found: dict[int, StoredProfile] = {}
+        # Plain rows of the columns needed, a batch at a time: planning reads thousands, and
+        # ORM objects cost more to build than the query takes to run.
+        t = ReaderProfileRow
+        query = select(
+            t.subscriber_id,
+            t.about,
+            json_text(t.exclude),
+            t.feedback_count,
+            t.words_key,
+            t.model_id,
+            t.vector,
+            t.anchor,
+            json_text(t.terms),
+            json_text(t.parts),
+            t.part_vectors,
+        ).where(t.subscriber_id.in_(ids))
         with self._db.connection() as c:
-            rows = c.execute(
-                select(ReaderProfileRow).where(ReaderProfileRow.subscriber_id.in_(ids))
-            )
-            for row in rows:
-                profile = None
-                if row.model_id == model_id and row.anchor is not None:
-                    anchor = from_bytes(row.anchor)
-                    parts = tuple(row.parts or ())
-                    profile = Profile(
-                        model_id=row.model_id,
-                        vector=anchor if row.vector is None else from_bytes(row.vector),
-                        anchor=anchor,
-                        terms=tuple(row.terms or ()),
-                        parts=parts,
-                        part_vectors=from_bytes(row.part_vectors or b"").reshape(
-                            len(parts), len(anchor)
-                        ),
-                    )
-                found[row.subscriber_id] = StoredProfile(
-                    subscriber_id=row.subscriber_id,
-                    words=ReaderWords(row.about or "", tuple(row.exclude or ())),
-                    feedback_count=row.feedback_count or 0,
-                    words_key=row.words_key,
-                    profile=profile,
-                    current=profile is not None and row.vector is not None,
+            rows = c.execute(query).all()
+        for sub_id, about, exclude, count, key, model, vector, anchor, terms, parts, pvs in rows:
+            profile = None
+            if model == model_id and anchor is not None:
+                anchor_vector = from_bytes(anchor)
+                names = strings(parts)
+                profile = Profile(
+                    model_id=model,
+                    vector=anchor_vector if vector is None else from_bytes(vector),
+                    anchor=anchor_vector,
+                    terms=strings(terms),
+                    parts=names,
+                    part_vectors=from_bytes(pvs or b"").reshape(len(names), len(anchor_vector)),
                 )
+            found[sub_id] = StoredProfile(
+                subscriber_id=sub_id,
+                words=ReaderWords(about or "", strings(exclude)),
+                feedback_count=count or 0,
+                words_key=key,
+                profile=profile,
+                current=profile is not None and vector is not None,
+            )
         return found
 
     def save_profile(self, subscriber_id: int, words_key: str, profile: Profile) -> None:
@@ -226,11 +242,11 @@ class Relevance:
         statement = self._db.insert(DeliveryReasonsRow).on_conflict_do_nothing(
             index_elements=["subscriber_id", "digest_date"]
         )
-        with self._db.session() as s:
-            s.execute(
+        with self._db.connection() as c:
+            c.execute(
                 statement,
                 [
-                    {"subscriber_id": sub_id, "digest_date": day, "reasons": list(why)}
+                    {"subscriber_id": sub_id, "digest_date": day, "reasons": SEPARATOR.join(why)}
                     for sub_id, why in reasons.items()
                 ],
             )
@@ -243,7 +259,7 @@ class Relevance:
                     DeliveryReasonsRow.digest_date == day,
                 )
             )
-            return None if found is None else [str(r) for r in found]
+            return None if found is None else str(found).split(SEPARATOR)
 
     def forget_reasons(self, day: date) -> None:
         """A day's reasons, removed with its plan (benchmarks re-plan a day)."""

@@ -254,4 +254,4 @@ class DeliveryReasonsRow(Base):
 
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     digest_date: Mapped[date] = mapped_column(Date)
-    reasons: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reasons: Mapped[str] = mapped_column(Text, default="")  # one per paper, "\x1f" between

@@ -56,7 +56,7 @@ def upgrade() -> None:
         "delivery_reasons",
         sa.Column("subscriber_id", sa.Integer(), nullable=False),
         sa.Column("digest_date", sa.Date(), nullable=False),
-        sa.Column("reasons", sa.JSON(), nullable=False),
+        sa.Column("reasons", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(["subscriber_id"], ["subscribers.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("subscriber_id", "digest_date", name="pk_delivery_reasons"),
     )
