@@ -8,21 +8,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from sqlalchemy import and_, delete, func, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import Session
 
 from newsletter.clock import utcnow
 from newsletter.records import ClaimedDelivery, PlanCandidate, PlannedDelivery, PlannedDigest
-from newsletter.states import DeliveryStatus, SkipReason, SubscriberStatus
+from newsletter.states import DeliveryStatus, SkipReason
 from newsletter.store.backend import Backend
 from newsletter.store.outbox_sql import ALREADY_SENT, MARK_SENT, TAKE_OVER_ALL, statements_for
-from newsletter.store.rows import SUBSCRIBER_COLUMNS, delivery_status, strings, subscriber_record
+from newsletter.store.rows import delivery_status, strings, subscriber_record
 from newsletter.store.schema import (
     DeliveryRow,
     DigestRunRow,
     SentPaperRow,
-    SubscriberRow,
-    SuppressionRow,
 )
 from newsletter.store.suppressions import Suppressions
 
@@ -41,26 +39,12 @@ class Outbox:
         """Active subscribers in id order, a batch at a time, each with whether `day` is planned
         for them already and whether their address is suppressed: one indexed query a batch
         rather than three queries with thousands of parameters each."""
-        planned = aliased(DeliveryRow)
-        query = (
-            select(
-                *SUBSCRIBER_COLUMNS,
-                planned.id.is_not(None).label("is_planned"),
-                SuppressionRow.email.is_not(None).label("is_suppressed"),
-            )
-            .outerjoin(
-                planned,
-                and_(planned.subscriber_id == SubscriberRow.id, planned.digest_date == day),
-            )
-            .outerjoin(SuppressionRow, SuppressionRow.email == SubscriberRow.email)
-            .where(SubscriberRow.status == SubscriberStatus.ACTIVE)
-            .order_by(SubscriberRow.id)
-            .limit(batch_size)
-        )
+        query = self._sql.candidates(day, batch_size)
+        self._sql.refresh_statistics()
         last_id = 0
         while True:
             with self._db.connection() as c:
-                rows = c.execute(query.where(SubscriberRow.id > last_id)).all()
+                rows = c.execute(query, {"last_id": last_id}).all()
             if not rows:
                 return
             yield [

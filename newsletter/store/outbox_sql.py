@@ -9,7 +9,7 @@ shares the sender's one core.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any, cast
 
@@ -24,15 +24,16 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    true,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from newsletter.records import PlannedDelivery
-from newsletter.states import DeliveryStatus
+from newsletter.states import DeliveryStatus, SubscriberStatus
 from newsletter.store.backend import LIVE_SENDERS, Backend
 from newsletter.store.rows import SUBSCRIBER_COLUMNS, json_text
-from newsletter.store.schema import DeliveryRow, SentPaperRow, SubscriberRow
+from newsletter.store.schema import DeliveryRow, SentPaperRow, SubscriberRow, SuppressionRow
 
 DELIVERIES = cast(Table, DeliveryRow.__table__)
 _NOW = bindparam("now", type_=DateTime())
@@ -173,6 +174,26 @@ MARK_SENT = (
 )
 
 
+def _candidates(is_planned: Any, join_planned: Callable[[Any], Any], batch_size: int) -> Any:
+    """Planning's batch of subscribers in id order after :last_id, each with whether it is
+    planned already (as each database best finds it) and whether its address is suppressed."""
+    query = select(
+        *SUBSCRIBER_COLUMNS,
+        is_planned.label("is_planned"),
+        SuppressionRow.email.is_not(None).label("is_suppressed"),
+    ).select_from(SubscriberRow)
+    return (
+        join_planned(query)
+        .outerjoin(SuppressionRow, SuppressionRow.email == SubscriberRow.email)
+        .where(
+            SubscriberRow.status == SubscriberStatus.ACTIVE,
+            SubscriberRow.id > bindparam("last_id"),
+        )
+        .order_by(SubscriberRow.id)
+        .limit(batch_size)
+    )
+
+
 class OutboxStatements:
     """The statements that each database runs its own way."""
 
@@ -192,6 +213,20 @@ class OutboxStatements:
         """Insert the outbox rows and the sent log of the queued ones' papers; (delivery id,
         subscriber id) of the rows this call created."""
         raise NotImplementedError
+
+    def candidates(self, day: date, batch_size: int) -> Any:
+        """A batch of active subscribers after :last_id, with is_planned (a delivery for `day`
+        exists) and is_suppressed: a join on the outbox's (subscriber, day) key, which SQLite
+        probes per subscriber."""
+        planned = aliased(DeliveryRow)
+        return _candidates(
+            planned.id.is_not(None),
+            lambda query: query.outerjoin(
+                planned,
+                and_(planned.subscriber_id == SubscriberRow.id, planned.digest_date == day),
+            ),
+            batch_size,
+        )
 
     def refresh_statistics(self) -> None:
         """Before planning: bring the query planner's statistics of the tables planning reads
@@ -272,6 +307,22 @@ _STALE_STATISTICS = text(
 
 class PostgresStatements(OutboxStatements):
     """PostgreSQL: one round trip per claim and per planned batch."""
+
+    def candidates(self, day: date, batch_size: int) -> Any:
+        """The day's delivery looked up per subscriber in a LATERAL subquery: as a plain join
+        PostgreSQL merges with the outbox's key scanned from its start on the day alone, which
+        reads every earlier subscriber's deliveries (of every day) again for each batch."""
+        planned = (
+            select(DELIVERIES.c.id)
+            .where(DELIVERIES.c.subscriber_id == SubscriberRow.id, DELIVERIES.c.digest_date == day)
+            .limit(1)
+            .lateral("planned")
+        )
+        return _candidates(
+            planned.c.id.is_not(None),
+            lambda query: query.outerjoin(planned, true()),
+            batch_size,
+        )
 
     def refresh_statistics(self) -> None:
         """ANALYZE samples a fixed number of rows, so it costs a fraction of a second at any
