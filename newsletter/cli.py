@@ -19,7 +19,7 @@ from newsletter.addresses import InvalidAddress, normalise_email
 from newsletter.errors import ConfigError, NewsletterError, StoreUnavailable
 from newsletter.logs import configure_logging
 from newsletter.schedule import listing_day
-from newsletter.states import DeliveryStatus
+from newsletter.states import DeliveryStatus, SkipReason
 
 # Every command but the one that runs needs none of the heavy modules (pydantic, SQLAlchemy,
 # Jinja, MJML, uvicorn): they are imported where they are used, so `--help`, `--version` and
@@ -116,16 +116,30 @@ def init(app: Newsletter) -> None:
 @cli.command()
 @date_option
 @click.option("--source", help="hf, arxiv or a file path (default: the configured source).")
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Make these papers the day's whole list (default: add them to what the day lists).",
+)
 @with_newsletter
-def fetch(app: Newsletter, day: date, source: str | None) -> None:
-    """Store a day's list of trending papers."""
+def fetch(app: Newsletter, day: date, source: str | None, replace: bool) -> None:
+    """Store a day's list of trending papers (a day's list is the union of its fetches)."""
     explicit_day = day if _date_given() else None
-    report = app.fetch(explicit_day, source)
+    report = app.fetch(explicit_day, source, replace=replace)
     for problem in report.problems:
         click.echo(f"warning: {problem}", err=True)
+    skipped = f", skipped {len(report.problems)} unreadable items" if report.problems else ""
+    if report.empty:
+        click.echo(
+            f"{report.day}: {report.source} listed no papers (weekends are empty){skipped}; "
+            f"recorded as fetched, the day lists {report.listing.total} papers"
+        )
+        return
+    listing = report.listing
     click.echo(
-        f"{report.day}: stored {report.stored} papers"
-        + (f", skipped {len(report.problems)} unreadable items" if report.problems else "")
+        f"{report.day}: stored {report.stored} papers from {report.source}{skipped} "
+        f"({listing.added} new to the day, {listing.already_listed} listed already); "
+        f"the day now lists {listing.total} papers"
     )
 
 
@@ -308,6 +322,9 @@ def send(app: Newsletter, day: date, dry_run: bool, now: bool, processes: int | 
         # No fetch here: that would store the day. plan() says to run `fetch` first.
         _print_plan(app.plan(day, dry_run=True), dry_run=True)
         return
+    if app.listed_nothing(day):
+        click.echo(f"{day}: the day listed no papers (weekends do); nothing to send")
+        return
     import asyncio
 
     report = asyncio.run(
@@ -322,14 +339,16 @@ def send(app: Newsletter, day: date, dry_run: bool, now: bool, processes: int | 
         click.echo("", err=True)
     _print_plan(report.plan)
     _print_drain(report.drain)
-    _print_scheduled(app, day)
+    _print_scheduled(app, day, now)
     if report.drain.stopped:
         raise NewsletterError(f"run paused: {report.drain.stopped}")
 
 
-def _print_scheduled(app: Newsletter, day: date) -> None:
+def _print_scheduled(app: Newsletter, day: date, now: bool) -> None:
     waiting = app.store.reports.day_summary(day).by_status.get(DeliveryStatus.QUEUED, 0)
-    if waiting:
+    if waiting and now:
+        click.echo(f"due now: {waiting} (`newsletter worker` or `newsletter run` sends them)")
+    elif waiting:
         click.echo(
             f"scheduled for later: {waiting} (due at each subscriber's local delivery hour; "
             "`newsletter worker` or `newsletter run` sends them, or use --now)"
@@ -342,10 +361,11 @@ def _print_scheduled(app: Newsletter, day: date) -> None:
 @with_newsletter
 def plan(app: Newsletter, day: date, now: bool) -> None:
     """Create a day's deliveries without sending them (a worker sends them when due)."""
-    if not app.store.papers.day_papers(day):
-        app.fetch(day)
+    if app.listed_nothing(day):
+        click.echo(f"{day}: the day listed no papers (weekends do); nothing to plan")
+        return
     _print_plan(app.plan(day, immediately=now))
-    _print_scheduled(app, day)
+    _print_scheduled(app, day, now)
 
 
 @cli.command()
@@ -453,7 +473,17 @@ def _utc(moment: datetime | None) -> str:
 @with_newsletter
 def preview(app: Newsletter, email: str, day: date, output: Path | None) -> None:
     """Write the digest a subscriber gets for a day."""
-    rendered = app.preview(_email(email), day)
+    address = _email(email)
+    reason = app.why_no_digest(address, day)
+    if reason is not None:
+        planned = any(d.digest_date == day for d in app.store.reports.deliveries_for(address))
+        verb = "was planned" if planned else "would be planned"
+        click.echo(
+            f"no digest for {address} on {day}: {reason.explanation} ({reason}); "
+            f"none {verb}, so no mail goes out"
+        )
+        return
+    rendered = app.preview(address, day)
     if output is None:
         click.echo(rendered.html)
         return
@@ -500,17 +530,37 @@ def status(app: Newsletter, day: date) -> None:
 
 @cli.command()
 @date_option
+@click.option("--skipped", is_flag=True, help="Also list who was skipped by decision, and why.")
 @with_newsletter
-def failures(app: Newsletter, day: date) -> None:
-    """Who did not get a day's digest, and why."""
+def failures(app: Newsletter, day: date, skipped: bool) -> None:
+    """Who did not get a day's digest, and why: failures, then skips counted by reason."""
+    summary = app.store.reports.day_summary(day)
+    if not sum(summary.by_status.values()):
+        click.echo(f"{day}: no digest was planned for this day")
+        return
     rows = app.store.reports.undelivered(day)
-    if not rows:
-        click.echo(f"{day}: everyone planned got the digest")
-    for row in rows:
+    # A skip (nothing matched, paused, ...) is a decision, not a failure: counted, and listed
+    # on request, apart from the failures.
+    failed = [r for r in rows if r.status != DeliveryStatus.SKIPPED]
+    if not failed:
+        sent = summary.by_status.get(DeliveryStatus.SENT, 0)
+        click.echo(f"{day}: no failures; {sent} digests sent")
+    for row in failed:
         detail = f" — {row.detail}" if row.detail else ""
         click.echo(
             f"{row.email}\t{row.status}\t{row.reason or '-'}\tattempts={row.attempts}{detail}"
         )
+    for reason, count in sorted(summary.skipped_by_reason.items()):
+        click.echo(f"skipped ({reason}): {count} — {_skip_words(reason)}")
+    if skipped:
+        for row in rows:
+            if row.status == DeliveryStatus.SKIPPED:
+                click.echo(f"{row.email}\tskipped\t{row.reason or '-'}")
+
+
+def _skip_words(reason: str) -> str:
+    known = {r.value: r for r in SkipReason}
+    return known[reason].explanation if reason in known else reason
 
 
 @cli.group()

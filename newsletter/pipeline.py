@@ -27,6 +27,7 @@ from newsletter.send.factory import sender_from_settings
 from newsletter.send.senders import Sender
 from newsletter.send_processes import still_planning, with_helpers
 from newsletter.sources.registry import SourceConfig, Sources
+from newsletter.states import DeliveryStatus, SkipReason
 from newsletter.store import Store
 from newsletter.subscriptions import Subscriptions, SubscriptionSettings
 from newsletter.topics import Taxonomy, load_taxonomy
@@ -80,8 +81,18 @@ class Newsletter:
     def close(self) -> None:
         self.store.close()
 
-    def fetch(self, day: date | None = None, source: str | None = None) -> FetchReport:
-        return self.fetcher.fetch(day, source)
+    def fetch(
+        self, day: date | None = None, source: str | None = None, *, replace: bool = False
+    ) -> FetchReport:
+        return self.fetcher.fetch(day, source, replace=replace)
+
+    def listed_nothing(self, day: date) -> bool:
+        """Whether `day` is an empty day (weekends are): known from an earlier fetch, else
+        fetched now. A day with papers stored is not, and is not fetched again here."""
+        papers = self.store.papers
+        if papers.day_paper_ids(day):
+            return False
+        return papers.known_empty(day) or self.fetch(day).empty
 
     def plan(self, day: date, *, dry_run: bool = False, immediately: bool = False) -> PlanReport:
         return self.planner.plan(day, dry_run=dry_run, immediately=immediately)
@@ -174,6 +185,22 @@ class Newsletter:
         if subscriber is None or planned is None or not planned.paper_ids:
             return None
         return self.composer.render(subscriber, day, self.composer.papers(planned.paper_ids)).html
+
+    def why_no_digest(self, email: str, day: date) -> SkipReason | None:
+        """Why `email` gets (or got) no digest for `day`; None when they get one."""
+        subscriber = self.store.subscribers.by_email(email)
+        if subscriber is None:
+            raise NewsletterError(f"no subscriber {email}")
+        for delivery in self.store.reports.deliveries_for(email):
+            if delivery.digest_date == day:
+                if delivery.status == DeliveryStatus.SKIPPED and delivery.reason:
+                    return SkipReason(delivery.reason)
+                return None
+        ranked = self.planner.day_papers(day)
+        sent = self.store.outbox.already_sent([subscriber.id], [p.id for p in ranked])
+        return self.planner.selection_for(
+            subscriber, ranked, sent.get(subscriber.id, set())
+        ).skip_reason
 
     def preview(self, email: str, day: date) -> RenderedDigest:
         """The digest `email` gets (or would get) for `day`, without recording anything."""

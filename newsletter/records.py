@@ -107,3 +107,12 @@ class PlannedDigest(NamedTuple):
 
     status: DeliveryStatus
     paper_ids: list[str]
+
+
+@dataclass(frozen=True)
+class DayListing:
+    """What a fetch did to a day's list."""
+
+    added: int  # papers the day did not list before
+    already_listed: int  # papers it listed already (their counts and fields refreshed)
+    total: int  # papers the day lists now

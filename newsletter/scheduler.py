@@ -31,14 +31,23 @@ def daily_run(newsletter: Newsletter, day: date) -> bool:
     if newsletter.store.outbox.run_planned(day):
         log.info("%s already planned; nothing to do", day)
         return False
+    if newsletter.store.papers.known_empty(day):
+        log.info("%s listed no papers (weekends do); nothing to plan", day)
+        return False
     try:
         fetched = newsletter.fetch(day)
-        log.info("%s: fetched %d papers", day, fetched.stored)
+        log.info(
+            "%s: fetched %d papers, the day lists %d", day, fetched.stored, fetched.listing.total
+        )
     except NewsletterError as exc:
         if not newsletter.store.papers.day_papers(day):
             log.error("daily run for %s failed: %s", day, exc)
             raise
         log.warning("fetch for %s failed, planning the stored list: %s", day, exc)
+    else:
+        if fetched.listing.total == 0:
+            log.info("%s listed no papers (weekends do); nothing to plan", day)
+            return False
     report = newsletter.plan(day)
     log.info("%s planned: %d queued, %d skipped", day, report.queued, sum(report.skipped.values()))
     return True

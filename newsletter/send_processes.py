@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ctypes
 import ctypes.util
+import logging
 import multiprocessing
 import os
 import signal
@@ -32,6 +33,9 @@ def _start_helper(planned: Any, planner: int) -> None:
     expire and are sent by the next run, as after any crash."""
     global _plan_signal
     _plan_signal = (planned, planner)
+    # The first process reports the run's outcome (a pause, a failure) once; without a handler
+    # here Python's last-resort handler would print each helper's log records to stderr too.
+    logging.getLogger("newsletter").addHandler(logging.NullHandler())
     with contextlib.suppress(OSError, AttributeError):  # Linux only; elsewhere best effort
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)

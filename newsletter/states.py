@@ -40,6 +40,22 @@ class SkipReason(StrEnum):
     SUPPRESSED = "suppressed"  # bounced or complained address
     SUPERSEDED = "superseded"  # still undelivered when a newer digest was planned
 
+    @property
+    def explanation(self) -> str:
+        """The reason in words, for an operator reading `preview` or `failures`."""
+        return _SKIP_EXPLANATIONS[self]
+
+
+_SKIP_EXPLANATIONS = {
+    SkipReason.NO_MATCH: "nothing listed that day matched their topics or keywords",
+    SkipReason.NOTHING_NEW: "every matching paper was sent to them before",
+    SkipReason.NOTHING_RELEVANT: "no paper of the day came close enough to their interests",
+    SkipReason.UNSUBSCRIBED: "they unsubscribed",
+    SkipReason.PAUSED: "their subscription is paused",
+    SkipReason.SUPPRESSED: "the address is suppressed (bounced or complained)",
+    SkipReason.SUPERSEDED: "a newer digest was planned before this one went out",
+}
+
 
 class FailureReason(StrEnum):
     REJECTED = "recipient_rejected"  # permanent 5xx for this recipient

@@ -364,6 +364,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
             {
                 f"status {DAY_TWO}": ("status", "--date", str(DAY_TWO)),
                 f"failures {DAY_TWO}": ("failures", "--date", str(DAY_TWO)),
+                f"failures --skipped {DAY_TWO}": ("failures", "--skipped", "--date", str(DAY_TWO)),
                 "preview": (
                     *("preview", "both@example.org", "--date", str(DAY_TWO)),
                     *("--output", str(tmp / "preview" / "both.html")),
@@ -454,7 +455,11 @@ def test_export_round_trips_through_import(run: Run, tmp_path: Path) -> None:
 
 def test_fetch_stores_each_listed_paper(run: Run) -> None:
     for day, listing in DAY_LISTS.items():
-        assert run.out[f"fetch {day}"].stdout.strip() == f"{day}: stored {len(listing)} papers"
+        n = len(listing)
+        assert run.out[f"fetch {day}"].stdout.strip() == (
+            f"{day}: stored {n} papers from {run.tmp / f'{day}.json'} ({n} new to the day, "
+            f"0 listed already); the day now lists {n} papers"
+        )
 
 
 @pytest.mark.parametrize("day", list(DAY_LISTS))
@@ -494,10 +499,18 @@ def test_subscribers_with_nothing_new_get_no_mail_and_status_says_why(run: Run) 
     total = sum(len(papers[DAY_TWO]) for papers in EXPECTED.values())
     assert status.startswith(f"{DAY_TWO}: {len(EXPECTED)} deliveries planned, {total} papers sent")
 
+    # Skips are decisions, not failures: counted with their reason, listed on request.
     failures = ok(run.out[f"failures {DAY_TWO}"]).splitlines()
-    assert sorted(failures) == [
-        "none@example.org\tskipped\tno_matching_papers\tattempts=0",
-        "npu@example.org\tskipped\tnothing_new\tattempts=0",
+    assert failures[0] == f"{DAY_TWO}: no failures; {sent} digests sent"
+    assert sorted(failures[1:]) == [
+        "skipped (no_matching_papers): 1 — nothing listed that day matched their topics or "
+        "keywords",
+        "skipped (nothing_new): 1 — every matching paper was sent to them before",
+    ]
+    listed = ok(run.out[f"failures --skipped {DAY_TWO}"]).splitlines()
+    assert sorted(listed[3:]) == [
+        "none@example.org\tskipped\tno_matching_papers",
+        "npu@example.org\tskipped\tnothing_new",
     ]
 
 

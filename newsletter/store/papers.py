@@ -5,27 +5,30 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 
 from newsletter.clock import utcnow
 from newsletter.papers import Paper
+from newsletter.records import DayListing
 from newsletter.store.backend import Backend
-from newsletter.store.schema import ListingRow, PaperRow
+from newsletter.store.schema import FetchRow, ListingRow, PaperRow
 
 
 class Papers:
     def __init__(self, db: Backend) -> None:
         self._db = db
 
-    def store_day(self, day: date, papers: Sequence[Paper]) -> None:
-        """Upsert `papers` and record them as `day`'s list (replacing an earlier partial one).
+    def store_day(self, day: date, papers: Sequence[Paper], *, replace: bool = False) -> DayListing:
+        """Upsert `papers` and add them to `day`'s list, which is the union of every fetch of
+        the day (the HF list, then arXiv feeds, or a later and fuller fetch); `replace` makes
+        them the whole list instead. Papers the day lists already keep their place.
 
         Safe against a concurrent fetch of an overlapping day: new papers are first inserted as
         bare rows with ON CONFLICT DO NOTHING, so whoever comes second updates instead of
         failing on the primary key.
         """
         if not papers:
-            return
+            return DayListing(0, 0, len(self.day_paper_ids(day)))
         now = utcnow()
         insert = self._db.insert
         with self._db.session() as s:
@@ -61,16 +64,56 @@ class Papers:
             }
             for paper in papers:
                 _merge_paper(rows[paper.id], paper, now)
-            s.execute(delete(ListingRow).where(ListingRow.day == day))
-            listing = insert(ListingRow).values(
-                [{"day": day, "paper_id": p.id, "position": i} for i, p in enumerate(papers)]
+            if replace:
+                s.execute(delete(ListingRow).where(ListingRow.day == day))
+            positions = s.execute(
+                select(ListingRow.paper_id, ListingRow.position).where(ListingRow.day == day)
             )
-            s.execute(
-                listing.on_conflict_do_update(
-                    index_elements=["day", "paper_id"],
-                    set_={"position": listing.excluded.position},
+            listed = {paper_id: position for paper_id, position in positions}
+            fresh = [p for p in papers if p.id not in listed]
+            start = max(listed.values(), default=-1) + 1
+            if fresh:
+                # A racing fetch of the same day may have listed one meanwhile: it keeps its place.
+                s.execute(
+                    insert(ListingRow)
+                    .values(
+                        [
+                            {"day": day, "paper_id": p.id, "position": start + i}
+                            for i, p in enumerate(fresh)
+                        ]
+                    )
+                    .on_conflict_do_nothing(index_elements=["day", "paper_id"])
+                )
+            return DayListing(len(fresh), len(papers) - len(fresh), len(listed) + len(fresh))
+
+    def day_paper_ids(self, day: date) -> list[str]:
+        with self._db.session() as s:
+            return list(
+                s.scalars(
+                    select(ListingRow.paper_id)
+                    .where(ListingRow.day == day)
+                    .order_by(ListingRow.position)
                 )
             )
+
+    def record_fetch(self, day: date, source: str, papers: int) -> None:
+        """Remember that `source` was fetched for `day` and listed `papers` (0: an empty day)."""
+        row = {"day": day, "source": source[:200], "papers": papers, "fetched_at": utcnow()}
+        statement = self._db.insert(FetchRow).values(row)
+        with self._db.session() as s:
+            s.execute(
+                statement.on_conflict_do_update(
+                    index_elements=["day", "source"],
+                    set_={"papers": papers, "fetched_at": row["fetched_at"]},
+                )
+            )
+
+    def known_empty(self, day: date) -> bool:
+        """Whether `day` was fetched and listed nothing (a weekend): not worth fetching again."""
+        with self._db.session() as s:
+            fetched = s.scalar(select(func.count()).where(FetchRow.day == day))
+            listed = s.scalar(select(func.count()).where(ListingRow.day == day))
+            return bool(fetched) and not listed
 
     def day_papers(self, day: date) -> list[Paper]:
         with self._db.session() as s:

@@ -60,6 +60,18 @@ class ListingRow(Base):
     position: Mapped[int] = mapped_column(Integer)
 
 
+class FetchRow(Base):
+    """Each fetch of a day from one source: a day fetched with nothing listed is an empty day
+    (a weekend), known as such, rather than a day nobody fetched yet."""
+
+    __tablename__ = "fetches"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    papers: Mapped[int] = mapped_column(Integer)
+    fetched_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 def new_token_salt() -> str:
     return secrets.token_urlsafe(16)
 
