@@ -21,6 +21,9 @@ SAMPLE_DATA = ROOT / "newsletter" / "sample_data"
 POSTGRES_ENV = "NEWSLETTER_TEST_POSTGRES_URL"
 TEST_SECRET = "test-secret-" + "x" * 32
 
+# The loopback HTTP server fixture (`server`) for tests of the sources' network code.
+pytest_plugins = ["tests.local_http"]
+
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -9,7 +9,6 @@ import email.message
 import email.policy
 import io
 import json
-import os
 import re
 import sqlite3
 import subprocess
@@ -24,9 +23,8 @@ import pytest
 
 from newsletter.capture import CapturedMessage, CaptureServer, free_port
 from newsletter.config import DEMO_SECRET_KEY
-from tests.conftest import FIXTURES, TEST_SECRET
+from tests.cli_env import BASE_URL, environment
 
-BASE_URL = "https://papers.example.org"
 DAY_ONE = date(2026, 11, 2)
 DAY_TWO = date(2026, 11, 3)
 PAPER_LINK = re.compile(r"https://huggingface\.co/papers/(\d{4}\.\d{5})")
@@ -181,24 +179,6 @@ IMPORT_CSV = (
 
 
 # -- running the command ----------------------------------------------------------------------
-
-
-def environment(tmp: Path, smtp_port: int, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
-    env.update(
-        NEWSLETTER_CONFIG=str(FIXTURES / "empty.toml"),
-        NEWSLETTER_DATABASE_URL=f"sqlite:///{tmp / 'newsletter.db'}",
-        NEWSLETTER_SECRET_KEY=TEST_SECRET,
-        NEWSLETTER_SMTP_HOST="127.0.0.1",
-        NEWSLETTER_SMTP_PORT=str(smtp_port),
-        NEWSLETTER_BASE_URL=BASE_URL,
-        NEWSLETTER_FROM="Trending Papers <digest@papers.example.org>",
-        NEWSLETTER_RETRY_BASE_SECONDS="0.05",
-        NEWSLETTER_RETRY_WAIT_SECONDS="5",
-        PYTHONDONTWRITEBYTECODE="1",
-    )
-    env.update(extra)
-    return env
 
 
 Command = tuple[list[str], dict[str, str]]  # arguments, environment
