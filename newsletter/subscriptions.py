@@ -38,6 +38,8 @@ class SubscriberStore(Protocol):
 
     def by_id(self, subscriber_id: int) -> SubscriberRecord | None: ...
 
+    def takes_unsalted_unsubscribe(self, subscriber_id: int) -> bool: ...
+
     def all(self) -> list[SubscriberRecord]: ...
 
     def delete(self, email: str) -> bool: ...
@@ -217,11 +219,18 @@ class Subscriptions:
     def signed(self, purpose: str, subscriber_id: int, token: str) -> SubscriberRecord | None:
         """The subscriber a preferences or unsubscribe link belongs to, if the link is genuine."""
         record = self._existing(subscriber_id)
-        if record is None or not self.links.verify(
-            purpose, str(subscriber_id), record.token_salt, token
-        ):
+        if record is None:
             return None
-        return record
+        if self.links.verify(purpose, str(subscriber_id), record.token_salt, token):
+            return record
+        # Readers can leave from any mail they have, also one sent before links were salted.
+        if (
+            purpose == "unsubscribe"
+            and self.links.verify_unsalted(purpose, str(subscriber_id), token)
+            and self.subscribers.takes_unsalted_unsubscribe(subscriber_id)
+        ):
+            return record
+        return None
 
     def viewer(self, subscriber_id: int, day: date, token: str) -> SubscriberRecord | None:
         """The subscriber a "view in browser" link for `day` belongs to, if it is genuine."""

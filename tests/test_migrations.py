@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import hmac
+from collections.abc import Callable
 from datetime import date, datetime
 
 from sqlalchemy import inspect, text
 
+from newsletter.config import Settings
+from newsletter.pipeline import Newsletter
 from newsletter.store import Store
 from newsletter.store.database import MIGRATIONS
+from tests.conftest import TEST_SECRET
 
 
 def downgrade(store: Store, revision: str) -> None:
@@ -119,3 +125,44 @@ def test_0005_keeps_subscribers_and_deliveries_salts_each_row_and_never_reuses_i
             assert conn.scalar(text("SELECT count(*) FROM subscribers")) == 2
     finally:
         store.close()
+
+
+def test_0005_keeps_old_unsubscribe_links_of_existing_rows_working_and_nothing_else(
+    database_url: str, make_settings: Callable[..., Settings]
+) -> None:
+    store = Store(database_url)
+    try:
+        store.upgrade("0004")
+        with store.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO subscribers (email, status, topics, keywords, created_at, "
+                    "bounce_count, frequency) VALUES ('ada@example.org', 'active', '[]', '[]', "
+                    ":now, 0, 'daily')"
+                ),
+                {"now": datetime(2026, 2, 13, 7, 0)},
+            )
+    finally:
+        store.close()
+    app = Newsletter(make_settings(database_url=database_url))
+    try:
+        app.store.upgrade()
+        ada = app.store.subscribers.by_email("ada@example.org")
+        newcomer = app.store.subscribers.upsert("bob@example.org", [], [])
+        assert ada is not None
+
+        def unsalted(purpose: str, subscriber_id: int) -> str:
+            # How every link was signed before 0005.
+            mac = hmac.new(TEST_SECRET.encode(), f"{purpose}:{subscriber_id}".encode(), "sha256")
+            return base64.urlsafe_b64encode(mac.digest()[:18]).decode()
+
+        subscriptions = app.subscriptions
+        assert subscriptions.signed("unsubscribe", ada.id, unsalted("unsubscribe", ada.id))
+        assert not subscriptions.signed("preferences", ada.id, unsalted("preferences", ada.id))
+        assert not subscriptions.signed(
+            "unsubscribe", newcomer.id, unsalted("unsubscribe", newcomer.id)
+        )
+        salted = app.links.unsubscribe_token(ada.id, ada.token_salt)
+        assert subscriptions.signed("unsubscribe", ada.id, salted)
+    finally:
+        app.close()

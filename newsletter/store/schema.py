@@ -18,8 +18,10 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.expression import false
 
 
 class Base(DeclarativeBase):
@@ -102,6 +104,8 @@ class SubscriberRow(Base):
     # Random per row, and every link to the subscriber is signed over it: a token made for a
     # deleted row matches no other row (links.py).
     token_salt: Mapped[str] = mapped_column(String(32), default=new_token_salt)
+    # Rows from before links were salted (migration 0005): their old unsubscribe links still work.
+    legacy_unsubscribe: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ConfirmCooldownRow(Base):

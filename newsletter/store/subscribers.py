@@ -41,6 +41,12 @@ class Subscribers:
             row = s.get(SubscriberRow, subscriber_id)
             return subscriber_record(row) if row else None
 
+    def takes_unsalted_unsubscribe(self, subscriber_id: int) -> bool:
+        """Whether the row predates salted links, so its old unsubscribe links still work."""
+        with self._db.session() as s:
+            row = s.get(SubscriberRow, subscriber_id)
+            return bool(row and row.legacy_unsubscribe)
+
     def all(self) -> list[SubscriberRecord]:
         with self._db.session() as s:
             rows = s.scalars(select(SubscriberRow).order_by(SubscriberRow.id))

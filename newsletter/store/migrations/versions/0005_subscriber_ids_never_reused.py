@@ -4,9 +4,11 @@ Without AUTOINCREMENT, SQLite gives a deleted subscriber's id to the next sign-u
 link signed for the old id worked on the new person. PostgreSQL's sequence never reuses an id,
 so only SQLite's table is rebuilt (keeping its rows). On both, each subscriber gets a random
 `token_salt` that every link to them is signed over, so a link made for a deleted row can never
-match another one. Links in mails sent before this migration stop working: they were signed
-without a salt, and telling an old link of the owner from one of a previous holder of the id
-is exactly what cannot be done.
+match another one. Links in mails sent before this migration were signed without a salt, and
+telling an old link of the owner from one of a previous holder of the id is exactly what cannot
+be done, so they stop working, with one exception: the unsubscribe links (and RFC 8058 one-click
+posts) of the rows that exist now (`legacy_unsubscribe`). Readers must be able to leave from any
+mail they have, and the worst an old holder of a reused id can do with one is unsubscribe.
 
 Also the per-mailbox confirmation cooldown (case and +tag folded), keyed by a hash.
 
@@ -41,6 +43,11 @@ def _deliveries_kept() -> Iterator[None]:
 def upgrade() -> None:
     bind = op.get_bind()
     op.add_column("subscribers", sa.Column("token_salt", sa.String(length=32), nullable=True))
+    op.add_column(
+        "subscribers",
+        sa.Column("legacy_unsubscribe", sa.Boolean(), nullable=False, server_default=sa.false()),
+    )
+    op.execute("UPDATE subscribers SET legacy_unsubscribe = TRUE")
     ids = bind.execute(sa.text("SELECT id FROM subscribers")).scalars().all()
     if ids:
         bind.execute(
@@ -78,6 +85,8 @@ def downgrade() -> None:
                 "subscribers", recreate="always", table_kwargs={"sqlite_autoincrement": False}
             ) as batch,
         ):
+            batch.drop_column("legacy_unsubscribe")
             batch.drop_column("token_salt")
     else:
+        op.drop_column("subscribers", "legacy_unsubscribe")
         op.drop_column("subscribers", "token_salt")
