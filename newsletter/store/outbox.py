@@ -15,7 +15,7 @@ from newsletter.clock import utcnow
 from newsletter.records import ClaimedDelivery, PlanCandidate, PlannedDelivery, PlannedDigest
 from newsletter.states import DeliveryStatus, SkipReason
 from newsletter.store.backend import Backend
-from newsletter.store.outbox_sql import ALREADY_SENT, MARK_SENT, TAKE_OVER_ALL, statements_for
+from newsletter.store.outbox_sql import TAKE_OVER_ALL, statements_for
 from newsletter.store.rows import delivery_status, strings, subscriber_record
 from newsletter.store.schema import (
     DeliveryRow,
@@ -80,24 +80,32 @@ class Outbox:
     def already_sent(
         self, subscriber_ids: Iterable[int], paper_ids: Iterable[str]
     ) -> dict[int, set[str]]:
-        """Which of `paper_ids` each subscriber already got: one range scan per paper over the
-        subscribers' ids (see ALREADY_SENT), so the cost does not grow with their history."""
+        """Which of `paper_ids` each subscriber already got or is about to get (a digest not
+        yet sent holds its papers): one range scan per paper over the subscribers' ids, and
+        their undelivered digests (outbox_sql._already_sent), so the cost does not grow with
+        their history."""
         sent: dict[int, set[str]] = {}
         wanted, papers = set(subscriber_ids), list(paper_ids)
         if not wanted or not papers:
             return sent
+        among = set(papers)
         with self._db.connection() as c:
             rows = c.execute(
-                ALREADY_SENT, {"papers": papers, "first": min(wanted), "last": max(wanted)}
+                self._sql.already_sent,
+                {"papers": papers, "first": min(wanted), "last": max(wanted)},
             )
-            for subscriber_id, paper_id in rows:
-                if subscriber_id in wanted:  # the id range may hold others
-                    sent.setdefault(subscriber_id, set()).add(paper_id)
+            for subscriber_id, paper_id, undelivered in rows:
+                if subscriber_id not in wanted:  # the id range may hold others
+                    continue
+                held = (paper_id,) if paper_id is not None else strings(undelivered)
+                if found := among.intersection(held):
+                    sent.setdefault(subscriber_id, set()).update(found)
         return sent
 
     def add_deliveries(self, day: date, planned: Sequence[PlannedDelivery]) -> set[int]:
-        """Insert the outbox rows and the sent log of their papers in one transaction; return
-        the subscribers whose row this call created.
+        """Insert the outbox rows; return the subscribers whose row this call created. Their
+        papers are held by the rows themselves until they are sent (see already_sent), when
+        mark_sent writes them to the sent log.
 
         A row that already exists (another planner, a re-run) is left alone, and so are its
         papers: the unique key, not this process, decides who planned a subscriber's day.
@@ -194,8 +202,7 @@ class Outbox:
     def mark_sent(self, ids: Sequence[int]) -> None:
         if not ids:
             return
-        with self._db.single_statement() as c:
-            c.execute(MARK_SENT, {"ids": list(ids), "now": utcnow()})
+        self._sql.mark_sent(list(ids), utcnow())
 
     def release(self, ids: Sequence[int]) -> None:
         """Put claimed deliveries back untried (the run stopped first): the attempt is not

@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Integer,
     Table,
+    Text,
     and_,
     bindparam,
     func,
@@ -25,15 +26,24 @@ from sqlalchemy import (
     select,
     text,
     true,
+    union_all,
     update,
 )
+from sqlalchemy import cast as cast_sql
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session, aliased
 
 from newsletter.records import PlannedDelivery
 from newsletter.states import DeliveryStatus, SubscriberStatus
 from newsletter.store.backend import LIVE_SENDERS, Backend
 from newsletter.store.rows import SUBSCRIBER_COLUMNS, json_text
-from newsletter.store.schema import DeliveryRow, SentPaperRow, SubscriberRow, SuppressionRow
+from newsletter.store.schema import (
+    UNDELIVERED,
+    DeliveryRow,
+    SentPaperRow,
+    SubscriberRow,
+    SuppressionRow,
+)
 
 DELIVERIES = cast(Table, DeliveryRow.__table__)
 _NOW = bindparam("now", type_=DateTime())
@@ -154,12 +164,31 @@ _CLAIMED_ROWS = (
     .order_by(DELIVERIES.c.id)
 )
 _SENT = SentPaperRow.__table__.c
-# For each of the papers, a range scan over the batch's subscriber ids in the sent log's key
-# (paper, subscriber): it finds only the pairs that exist, however long the history.
-ALREADY_SENT = select(_SENT.subscriber_id, _SENT.paper_id).where(
-    _SENT.paper_id.in_(bindparam("papers", expanding=True)),
-    _SENT.subscriber_id.between(bindparam("first"), bindparam("last")),
-)
+# What the batch's subscribers were sent or are about to be, in one statement (one snapshot: a
+# delivery marked sent meanwhile is found in one part or the other, never in neither).
+# Sent: for each of the papers, a range scan over the batch's ids in the sent log's key
+# (paper, subscriber), which finds only the pairs that exist, however long the history.
+# Undelivered: their paper lists, through the partial index of undelivered deliveries; the
+# condition is spelled as the index's own (literal, not bound) so both databases can use it.
+
+
+def _already_sent(deliveries: str) -> Any:
+    """ALREADY_SENT, reading the undelivered rows FROM `deliveries` (a table name, with the
+    index SQLite is told to use)."""
+    undelivered = text(
+        "SELECT subscriber_id, CAST(NULL AS TEXT) AS paper_id, "
+        f"CAST(paper_ids AS TEXT) AS paper_ids FROM {deliveries} "
+        f"WHERE subscriber_id BETWEEN :first AND :last AND {UNDELIVERED}"
+    ).columns(subscriber_id=Integer(), paper_id=Text(), paper_ids=Text())
+    sent = select(
+        _SENT.subscriber_id, _SENT.paper_id, cast_sql(null(), Text).label("paper_ids")
+    ).where(
+        _SENT.paper_id.in_(bindparam("papers", expanding=True)),
+        _SENT.subscriber_id.between(bindparam("first"), bindparam("last")),
+    )
+    return union_all(sent, undelivered)
+
+
 MARK_SENT = (
     update(DELIVERIES)
     .where(DELIVERIES.c.id.in_(bindparam("ids", expanding=True)))
@@ -171,6 +200,27 @@ MARK_SENT = (
         reason=None,
         last_error=None,
     )
+)
+
+
+# PostgreSQL marks deliveries sent and logs their papers in one statement (an UPDATE in a
+# WITH), so the two cannot part even in autocommit mode.
+_MARKED = MARK_SENT.returning(
+    DELIVERIES.c.id, DELIVERIES.c.subscriber_id, DELIVERIES.c.paper_ids
+).cte("marked")
+_MARKED_PAPERS = (
+    func.json_array_elements_text(_MARKED.c.paper_ids).table_valued("value").render_derived("p")
+)
+_MARK_SENT_AND_LOG = (
+    pg_insert(cast(Table, SentPaperRow.__table__))
+    .from_select(
+        ["subscriber_id", "paper_id", "delivery_id"],
+        select(_MARKED.c.subscriber_id, _MARKED_PAPERS.c.value, _MARKED.c.id).select_from(
+            _MARKED.join(_MARKED_PAPERS, true())
+        ),
+    )
+    .on_conflict_do_nothing()
+    .add_cte(_MARKED)
 )
 
 
@@ -198,6 +248,7 @@ class OutboxStatements:
     """The statements that each database runs its own way."""
 
     leases: Any  # see _leases_statement
+    already_sent: Any  # see _already_sent
 
     def __init__(self, db: Backend) -> None:
         self._db = db
@@ -228,6 +279,10 @@ class OutboxStatements:
             batch_size,
         )
 
+    def mark_sent(self, ids: list[int], now: datetime) -> None:
+        """Mark the deliveries sent and write their papers to the sent log, atomically."""
+        raise NotImplementedError
+
     def refresh_statistics(self) -> None:
         """Before planning: bring the query planner's statistics of the tables planning reads
         up to date where they are stale (nothing to do on SQLite, whose plans use the keys
@@ -238,6 +293,9 @@ class SQLiteStatements(OutboxStatements):
     """SQLite: no UPDATE inside a WITH, no FOR UPDATE; json_each expands paper lists."""
 
     leases = _leases_statement(owners=False)
+    # Without statistics SQLite would rather scan every undelivered row by status: during a
+    # plan, each batch would read all the rows planned before it.
+    already_sent = _already_sent("deliveries INDEXED BY ix_deliveries_undelivered")
 
     def claim(self, params: dict[str, Any]) -> Sequence[Any]:
         """The claim, then the claimed rows read by id in the same transaction."""
@@ -271,27 +329,23 @@ class SQLiteStatements(OutboxStatements):
             }
             for p in planned
         ]
-        inserted = [(row[0], row[1]) for row in s.execute(statement, values)]
-        self._reserve_papers(s, [delivery_id for delivery_id, _ in inserted])
-        return inserted
+        return [(row[0], row[1]) for row in s.execute(statement, values)]
 
-    @staticmethod
-    def _reserve_papers(s: Session, delivery_ids: list[int]) -> None:
-        """Write the sent log of the queued deliveries just inserted, expanding their paper
-        lists in the database (json_each), skipping rows already there (a racing planner's).
-        Building ten parameter rows a digest here cost more than the inserts."""
-        if not delivery_ids:
-            return
-        s.execute(
-            text(
-                "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) "
-                "SELECT d.subscriber_id, p.value, d.id FROM deliveries AS d, "
-                "json_each(d.paper_ids) AS p "
-                "WHERE d.id IN (SELECT value FROM json_each(:ids)) AND d.status = :queued "
-                "ON CONFLICT (paper_id, subscriber_id) DO NOTHING"
-            ),
-            {"ids": json.dumps(delivery_ids), "queued": DeliveryStatus.QUEUED},
-        )
+    def mark_sent(self, ids: list[int], now: datetime) -> None:
+        """MARK_SENT, then the sent log of the deliveries it marked, expanding their paper
+        lists in the database (json_each), in the same transaction."""
+        with self._db.single_statement() as c:
+            c.execute(MARK_SENT, {"ids": ids, "now": now})
+            c.execute(
+                text(
+                    "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) "
+                    "SELECT d.subscriber_id, p.value, d.id FROM deliveries AS d, "
+                    "json_each(d.paper_ids) AS p "
+                    "WHERE d.id IN (SELECT value FROM json_each(:ids)) AND d.status = :sent "
+                    "ON CONFLICT (paper_id, subscriber_id) DO NOTHING"
+                ),
+                {"ids": json.dumps(ids), "sent": DeliveryStatus.SENT},
+            )
 
 
 # Tables planning reads with more rows changed since their last ANALYZE than a tenth of them.
@@ -333,6 +387,7 @@ class PostgresStatements(OutboxStatements):
                 c.execute(text(f'ANALYZE "{table}"'))
 
     leases = _leases_statement(owners=True)
+    already_sent = _already_sent("deliveries")
 
     def claim(self, params: dict[str, Any]) -> Sequence[Any]:
         """FOR UPDATE SKIP LOCKED lets many senders claim at once; claim and read are one
@@ -357,28 +412,25 @@ class PostgresStatements(OutboxStatements):
             ]
             for p in planned
         ]
-        # The sent log is written in the same statement, from the rows just inserted: the
-        # server expands each paper list, so no per-paper row is built or sent from here.
         result = s.execute(
             text(
-                "WITH inserted AS ("
                 "INSERT INTO deliveries (subscriber_id, digest_date, status, reason, message_id, "
                 "paper_ids, next_attempt_at, attempts, created_at, updated_at) "
                 "SELECT (r->>0)::integer, :day, r->>1, r->>2, r->>3, r->4, "
                 "(r->>5)::timestamp, 0, :now, :now "
                 "FROM json_array_elements(CAST(:rows AS json)) AS r "
                 "ON CONFLICT (subscriber_id, digest_date) DO NOTHING "
-                "RETURNING id, subscriber_id, status, paper_ids"
-                "), reserved AS ("
-                "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) "
-                "SELECT i.subscriber_id, p.paper_id, i.id FROM inserted AS i "
-                "CROSS JOIN LATERAL json_array_elements_text(i.paper_ids) AS p(paper_id) "
-                "WHERE i.status = :queued ON CONFLICT DO NOTHING"
-                ") SELECT id, subscriber_id FROM inserted"
+                "RETURNING id, subscriber_id"
             ),
-            {"day": day, "now": now, "rows": json.dumps(rows), "queued": DeliveryStatus.QUEUED},
+            {"day": day, "now": now, "rows": json.dumps(rows)},
         ).all()
         return [(row[0], row[1]) for row in result]
+
+    def mark_sent(self, ids: list[int], now: datetime) -> None:
+        """MARK_SENT and the sent log of the rows it marked, one statement in autocommit
+        mode: the server expands each paper list, so nothing per paper is built here."""
+        with self._db.single_statement() as c:
+            c.execute(_MARK_SENT_AND_LOG, {"ids": ids, "now": now})
 
 
 def statements_for(db: Backend) -> OutboxStatements:

@@ -131,6 +131,10 @@ class DigestRunRow(Base):
     planned_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
+# Deliveries not yet sent nor closed: their papers are reserved through their own paper list.
+UNDELIVERED = "status IN ('queued', 'sending', 'retry')"
+
+
 class DeliveryRow(Base):
     """The outbox: one row per subscriber per digest date, written before any SMTP."""
 
@@ -139,6 +143,13 @@ class DeliveryRow(Base):
         UniqueConstraint("subscriber_id", "digest_date", name="uq_delivery_subscriber_day"),
         Index("ix_deliveries_due", "status", "next_attempt_at"),
         Index("ix_deliveries_day_status", "digest_date", "status"),
+        # The diff reads the papers of a batch's undelivered digests through it (0009).
+        Index(
+            "ix_deliveries_undelivered",
+            "subscriber_id",
+            postgresql_where=text(UNDELIVERED),
+            sqlite_where=text(UNDELIVERED),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -178,10 +189,12 @@ class SenderRow(Base):
 
 
 class SentPaperRow(Base):
-    """Every paper ever put in a subscriber's digest: the diff looks up today's ids here.
+    """Every paper of every digest a subscriber was sent: the diff looks up today's ids here,
+    and in the paper lists of their undelivered deliveries (UNDELIVERED, migration 0009).
 
-    Rows are written with the delivery that carries them and removed if that delivery ends
-    without being sent, so a paper is never mailed twice and never lost either. Keyed by paper
+    Rows are written in the statement that marks their delivery sent, so a paper is never
+    mailed twice and never lost either (rows planners wrote before 0009 are removed if their
+    delivery ends without being sent). Keyed by paper
     first, so that finding which of today's papers a batch of subscribers already got costs
     one short range scan per paper, whatever the length of the history; no foreign keys, since
     rows are only written with their delivery and deleted with it or their subscriber, and
