@@ -16,6 +16,7 @@ import pytest
 from newsletter.capture import CaptureServer
 from newsletter.pipeline import Newsletter
 from newsletter.scheduler import daily_run
+from newsletter.sources import huggingface
 from tests.cli_env import environment
 from tests.fixtures import shapes
 from tests.local_http import LocalServer, Reply
@@ -203,3 +204,31 @@ def test_preview_and_failures_say_what_happened(tmp_path: Path, smtp_server: Cap
     ]
     listed_too = cli(env, "failures", "--skipped", "--date", str(DAY)).stdout.splitlines()
     assert listed_too[-1] == "astro@example.org\tskipped\tno_matching_papers"
+
+
+def test_a_weeks_papers_come_in_the_order_the_days_listed_them(
+    make_newsletter: Callable[..., Newsletter],
+) -> None:
+    app = make_newsletter()
+    papers = app.store.papers
+    monday = [
+        shapes.item_2026(f"2608.8010{i}", listed="2026-08-17", published="2026-08-14")
+        for i in (3, 1, 2)
+    ]
+    tuesday = [
+        shapes.item_2026(f"2608.8020{i}", listed="2026-08-18", published="2026-08-17")
+        for i in (2, 1)
+    ]
+    papers.store_day(date(2026, 8, 18), huggingface.parse_items(tuesday, "tue").papers)
+    papers.store_day(date(2026, 8, 17), huggingface.parse_items(monday, "mon").papers)
+    # Tuesday lists one of Monday's papers again: it keeps Monday's place.
+    papers.store_day(date(2026, 8, 18), huggingface.parse_items(monday[:1], "tue").papers)
+
+    week = papers.listed_between(date(2026, 8, 17), date(2026, 8, 23))
+    assert [p.id for p in week] == [
+        "2608.80103",
+        "2608.80101",
+        "2608.80102",
+        "2608.80202",
+        "2608.80201",
+    ]

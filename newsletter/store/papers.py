@@ -126,11 +126,20 @@ class Papers:
             return [_paper(row) for row in rows]
 
     def listed_between(self, first: date, last: date) -> list[Paper]:
-        """Each paper listed on any day from `first` to `last`, once."""
+        """Each paper listed on any day from `first` to `last`, once, in the order the days
+        listed them (the weekly digest's last tie-breaker is that announcement order)."""
         with self._db.session() as s:
-            listed = select(ListingRow.paper_id).where(ListingRow.day.between(first, last))
-            rows = s.scalars(select(PaperRow).where(PaperRow.id.in_(listed)))
-            return [_paper(row) for row in rows]
+            rows = s.execute(
+                select(PaperRow, ListingRow.day)
+                .join(ListingRow, ListingRow.paper_id == PaperRow.id)
+                .where(ListingRow.day.between(first, last))
+                .order_by(ListingRow.day, ListingRow.position)
+            )
+            papers: dict[str, Paper] = {}
+            for row, _day in rows:
+                if row.id not in papers:
+                    papers[row.id] = _paper(row)
+            return list(papers.values())
 
     def by_id(self, ids: Iterable[str]) -> dict[str, Paper]:
         with self._db.session() as s:
