@@ -191,20 +191,18 @@ def subscribers_add(
     """Add (or update) a confirmed subscriber."""
     words = _reader_words(about or "", exclude) if about is not None or exclude else None
     try:
-        record = app.subscriptions.add(email, topic_slugs, keywords)
+        record = app.subscriptions.add(email, topic_slugs, keywords, words)
     except InvalidAddress as exc:
         raise NewsletterError(str(exc)) from None
-    if words is not None:
-        app.store.relevance.set_words(record.id, words)
     shown = _interests(record.topics, record.keywords, words.about if words else "")
     click.echo(f"subscribed {record.email} ({shown})")
 
 
 def _reader_words(about: str, exclude: Iterable[str]) -> ReaderWords:
-    from newsletter.relevance.state import reader_words
+    from newsletter.subscriptions import Subscriptions
 
     try:
-        return reader_words(about, list(exclude))
+        return Subscriptions.words(about, list(exclude))
     except ValueError as exc:
         raise NewsletterError(str(exc)) from None
 
@@ -244,8 +242,6 @@ def subscribers_remove(app: Newsletter, email: str) -> None:
 def subscribers_import(app: Newsletter, csv_file: Path) -> None:
     """Import subscribers from a CSV file with columns email, topics, keywords (`;`-separated),
     and optionally about (what they work on) and exclude (`;`-separated)."""
-    from newsletter.relevance.state import reader_words
-
     added, problems = 0, 0
     subscriptions = app.subscriptions
     with csv_file.open(newline="", encoding="utf-8-sig") as handle:
@@ -256,21 +252,22 @@ def subscribers_import(app: Newsletter, csv_file: Path) -> None:
         for line, row in enumerate(reader, start=2):
             try:
                 words = (
-                    reader_words(row.get("about") or "", (row.get("exclude") or "").split(";"))
+                    subscriptions.words(
+                        row.get("about") or "", (row.get("exclude") or "").split(";")
+                    )
                     if own_words
                     else None
                 )
-                record = subscriptions.add(
+                subscriptions.add(
                     row.get("email") or "",
                     (row.get("topics") or "").split(";"),
                     (row.get("keywords") or "").split(";"),
+                    words,
                 )
             except (InvalidAddress, ConfigError, ValueError) as exc:
                 click.echo(f"warning: {csv_file}:{line}: skipped: {exc}", err=True)
                 problems += 1
                 continue
-            if words is not None:
-                app.store.relevance.set_words(record.id, words)
             added += 1
     click.echo(f"imported {added} subscribers" + (f", skipped {problems} rows" if problems else ""))
 
@@ -285,7 +282,7 @@ def subscribers_export(app: Newsletter) -> None:
     # Read in batches: one query per thousand subscribers, not one each.
     for start in range(0, len(everyone), 1000):
         batch = everyone[start : start + 1000]
-        words = app.store.relevance.words(s.id for s in batch)
+        words = app.subscriptions.words_of(s.id for s in batch)
         for s in batch:
             own = words.get(s.id)
             writer.writerow(

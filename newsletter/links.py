@@ -92,6 +92,24 @@ class Links:
         token = self.view_token(subscriber_id, salt, day)
         return f"{self.base_url}/digest/{day.isoformat()}/{subscriber_id}/{token}"
 
+    def feedback_base(self, subscriber_id: int, salt: str) -> str:
+        """The subscriber's "more / less like this" links without their last segments
+        (`/more/{arxiv id}` or `/less/{arxiv id}`; an old-style id has a slash of its own).
+
+        One signature covers every paper: it says who gives the feedback, and a paper named in
+        the URL is checked to be a stored one. So a digest signs one value per subscriber,
+        however many papers it holds, and the shared digest fills it in like the other
+        personal links."""
+        token = self.feedback_token(subscriber_id, salt)
+        return f"{self.base_url}/feedback/{subscriber_id}/{token}"
+
+    def feedback_token(self, subscriber_id: int, salt: str) -> str:
+        return self.token("feedback", str(subscriber_id), salt)
+
+    def feedback(self, subscriber_id: int, salt: str, paper_id: str, liked: bool) -> str:
+        kind = "more" if liked else "less"
+        return f"{self.feedback_base(subscriber_id, salt)}/{kind}/{paper_id}"
+
     def archive(self, day: date | None = None) -> str:
         return f"{self.base_url}/archive" + (f"/{day.isoformat()}" if day else "")
 

@@ -10,14 +10,16 @@ import hmac
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from newsletter.addresses import normalise_email
 from newsletter.config import Settings
 from newsletter.links import MAX_SUBSCRIBER_ID, Links
+from newsletter.papers import Paper
 from newsletter.records import SubscriberRecord
+from newsletter.relevance.state import FeedbackRecord, ReaderWords, reader_words
 from newsletter.schedule import valid_timezone
 from newsletter.states import Cadence, SubscriberStatus
 from newsletter.topics import Taxonomy, clean_keywords
@@ -78,6 +80,36 @@ class SuppressionLookup(Protocol):
     def suppressed(self, emails: Iterable[str]) -> set[str]: ...
 
 
+class ReaderWordsStore(Protocol):
+    """What a reader wrote and the feedback they gave (store.relevance)."""
+
+    def set_words(self, subscriber_id: int, words: ReaderWords) -> None: ...
+
+    def words(self, subscriber_ids: Iterable[int]) -> dict[int, ReaderWords]: ...
+
+    def record_feedback(self, subscriber_id: int, paper_id: str, liked: bool) -> None: ...
+
+    def undo_feedback(self, subscriber_id: int, paper_id: str) -> bool: ...
+
+    def feedback(self, subscriber_id: int) -> list[FeedbackRecord]: ...
+
+
+class PaperLookup(Protocol):
+    """Feedback names papers by id; the titles are what the preferences page shows."""
+
+    def by_id(self, ids: Iterable[str]) -> dict[str, Paper]: ...
+
+
+@dataclass(frozen=True)
+class FeedbackItem:
+    """One "more / less like this", as the preferences page lists it."""
+
+    paper_id: str
+    title: str
+    liked: bool
+    at: datetime
+
+
 @dataclass(frozen=True)
 class SubscriptionSettings:
     confirm_cooldown_seconds: int  # at most one confirmation mail per address per cooldown
@@ -109,6 +141,7 @@ class SignUpRequest:
     email: str
     topics: list[str]
     keywords: list[str]
+    words: ReaderWords | None = None  # "what do you work on?" and exclude-words, if given
 
 
 @dataclass(frozen=True)
@@ -161,9 +194,13 @@ class Subscriptions:
         taxonomy: Taxonomy,
         settings: SubscriptionSettings,
         *,
+        relevance: ReaderWordsStore,
+        papers: PaperLookup,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.subscribers = subscribers
+        self.relevance = relevance
+        self.papers = papers
         self.suppressions = suppressions
         self.links = links
         self.taxonomy = taxonomy
@@ -173,16 +210,29 @@ class Subscriptions:
     # -- a visitor, from a form, the API or a mail link --------------------------------------
 
     def sign_up_request(
-        self, raw_email: str, topics: Sequence[str], keywords: Sequence[str]
+        self,
+        raw_email: str,
+        topics: Sequence[str],
+        keywords: Sequence[str],
+        about: str = "",
+        exclude: Sequence[str] = (),
     ) -> SignUpRequest:
-        """A sign-up checked for what was typed: InvalidAddress and ConfigError (unknown topic)
-        are never about whether the address is known, so they may be shown. The rest of the
-        sign-up (`sign_up`) runs after the visitor has their answer."""
+        """A sign-up checked for what was typed: InvalidAddress, ConfigError (unknown topic)
+        and ValueError (own words too long) are never about whether the address is known, so
+        they may be shown. The rest of the sign-up (`sign_up`) runs after the visitor has
+        their answer."""
         return SignUpRequest(
             normalise_email(raw_email),
             self.taxonomy.validate_slugs(topics),
             clean_keywords(keywords),
+            self.words(about, exclude) if about.strip() or exclude else None,
         )
+
+    @staticmethod
+    def words(about: str, exclude: Sequence[str]) -> ReaderWords:
+        """What a reader wrote, checked: ValueError says what is wrong (too long, control
+        characters). The one rule for every path: form, API, CLI, import."""
+        return reader_words(about, exclude)
 
     def sign_up(self, request: SignUpRequest) -> SignUp:
         """Record a sign-up and decide which mail, if any, goes out."""
@@ -190,6 +240,10 @@ class Subscriptions:
         record, may_mail = self.subscribers.sign_up(
             email, request.topics, request.keywords, self.settings.confirm_cooldown_seconds
         )
+        if record.status == SubscriberStatus.PENDING:
+            # Like the topics: a pending address takes what this sign-up wrote, an active
+            # one keeps its own (a stranger must not change them).
+            self._set_words(record.id, request.words)
         # Asked on every branch, so that no branch is quicker than another.
         suppressed = bool(self.suppressions.suppressed([email]))
         if not may_mail or suppressed:
@@ -249,11 +303,13 @@ class Subscriptions:
         frequency: Cadence | str,
         paused: bool,
         schedule: Schedule | None = None,
+        words: ReaderWords | None = None,
     ) -> SubscriberRecord | None:
-        """ValueError (frequency) and ConfigError (topic) say what was wrong with the input."""
+        """ValueError (frequency) and ConfigError (topic) say what was wrong with the input.
+        `words` None leaves what the reader wrote as it was."""
         cadence = parse_cadence(frequency)
         slugs = self.taxonomy.validate_slugs(topics)
-        return self.subscribers.update_preferences(
+        record = self.subscribers.update_preferences(
             subscriber_id,
             topics=slugs,
             keywords=clean_keywords(keywords),
@@ -261,6 +317,38 @@ class Subscriptions:
             paused=paused,
             schedule=(schedule.timezone, schedule.hour, schedule.weekday) if schedule else None,
         )
+        if record is not None and words is not None:
+            self._set_words(record.id, words)
+        return record
+
+    def words_of(self, subscriber_ids: Iterable[int]) -> dict[int, ReaderWords]:
+        """What each subscriber wrote; those who wrote nothing are left out."""
+        return self.relevance.words(subscriber_ids)
+
+    # -- feedback, from the links in every digest and the preferences page -------------------
+
+    def give_feedback(self, subscriber_id: int, paper_id: str, liked: bool) -> Paper | None:
+        """Record "more like this" (liked) or "less like this"; the last signal on a paper
+        wins. The profile moves (Rocchio, newsletter.relevance.profile.with_feedback) the next
+        time it is needed, so giving feedback never waits for the model. None when no such
+        paper is stored."""
+        paper = self.papers.by_id([paper_id]).get(paper_id)
+        if paper is not None:
+            self.relevance.record_feedback(subscriber_id, paper.id, liked)
+        return paper
+
+    def undo_feedback(self, subscriber_id: int, paper_id: str) -> bool:
+        return self.relevance.undo_feedback(subscriber_id, paper_id)
+
+    def feedback(self, subscriber_id: int) -> list[FeedbackItem]:
+        """The reader's signals, newest first, with the papers' titles."""
+        records = self.relevance.feedback(subscriber_id)
+        papers = self.papers.by_id(r.paper_id for r in records) if records else {}
+        return [
+            FeedbackItem(r.paper_id, papers[r.paper_id].title, r.liked, r.at)
+            for r in records
+            if r.paper_id in papers
+        ]
 
     def unsubscribe(self, subscriber_id: int) -> SubscriberRecord | None:
         return self.subscribers.unsubscribe(subscriber_id)
@@ -270,7 +358,17 @@ class Subscriptions:
 
     def export(self, subscriber_id: int) -> dict[str, Any] | None:
         """Everything stored about the subscriber, for "export my data"."""
-        return self.subscribers.export(subscriber_id)
+        data = self.subscribers.export(subscriber_id)
+        if data is None:
+            return None
+        words = self.relevance.words([subscriber_id]).get(subscriber_id, ReaderWords())
+        data["about"] = words.about
+        data["exclude"] = list(words.exclude)
+        data["feedback"] = [
+            {"paper": r.paper_id, "more_like_this": r.liked, "at": r.at.isoformat()}
+            for r in self.relevance.feedback(subscriber_id)
+        ]
+        return data
 
     def delete(self, subscriber_id: int) -> bool:
         """The subscriber and their delivery history, gone."""
@@ -279,12 +377,20 @@ class Subscriptions:
     # -- the operator, from the CLI -----------------------------------------------------------
 
     def add(
-        self, raw_email: str, topics: Sequence[str], keywords: Sequence[str]
+        self,
+        raw_email: str,
+        topics: Sequence[str],
+        keywords: Sequence[str],
+        words: ReaderWords | None = None,
     ) -> SubscriberRecord:
-        """Add (or update) a confirmed subscriber; InvalidAddress or ConfigError on bad input."""
+        """Add (or update) a confirmed subscriber; InvalidAddress or ConfigError on bad input.
+        `words` (checked by `words`) None leaves what they wrote as it was."""
         email = normalise_email(raw_email)
         slugs = self.taxonomy.validate_slugs(topics)
-        return self.subscribers.upsert(email, slugs, clean_keywords(keywords))
+        record = self.subscribers.upsert(email, slugs, clean_keywords(keywords))
+        if words is not None:
+            self._set_words(record.id, words)
+        return record
 
     def remove(self, raw_email: str) -> bool:
         """Delete by address; False if there was no such subscriber."""
@@ -292,6 +398,13 @@ class Subscriptions:
 
     def all(self) -> list[SubscriberRecord]:
         return self.subscribers.all()
+
+    def _set_words(self, subscriber_id: int, words: ReaderWords | None) -> None:
+        if words is None:
+            if not self.relevance.words([subscriber_id]):
+                return  # nothing written before, nothing to clear: no row for nothing
+            words = ReaderWords()
+        self.relevance.set_words(subscriber_id, words)
 
     def _existing(self, subscriber_id: int) -> SubscriberRecord | None:
         if not 0 < subscriber_id <= MAX_SUBSCRIBER_ID:

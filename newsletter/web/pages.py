@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from datetime import date
 from typing import Any
 
@@ -19,6 +20,8 @@ from newsletter.addresses import InvalidAddress
 from newsletter.digest import Pick
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.records import SubscriberRecord
+from newsletter.relevance.profile import ABOUT_LIMIT
+from newsletter.relevance.state import ReaderWords
 from newsletter.render.digest import day_label
 from newsletter.render.views import paper_view
 from newsletter.schedule import timezone_names
@@ -33,6 +36,10 @@ log = logging.getLogger(__name__)
 SAMPLE_SIZE = 5
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 SESSION_EXPIRED = "Your session expired; please try again."
+# New-style ("2606.00467") and old-style ("hep-th/9901001") arXiv ids; anything else names no
+# paper, and is answered before the database is asked.
+_PAPER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-]{0,30}(?:/[0-9]{7})?", re.ASCII)
+FEEDBACK_KINDS = {"more": True, "less": False}
 
 # -- subscribe and confirm ---------------------------------------------------------------------
 
@@ -59,7 +66,10 @@ async def _home_page(
             "email": form.get("email"),
             "topics": form.get("topics", []),
             "keywords": form.get("keywords"),
+            "about": form.get("about"),
+            "exclude": form.get("exclude"),
         },
+        about_limit=ABOUT_LIMIT,
         errors=errors,
         sample=sample,
         sample_date=sample_date,
@@ -86,8 +96,10 @@ async def subscribe(request: Request, site: SiteDep) -> HTMLResponse:
                 str(form.get("email", "")),
                 form.get("topics", []),
                 split_keywords(form.get("keywords")),
+                str(form.get("about") or ""),
+                split_keywords(form.get("exclude")),
             )
-        except (InvalidAddress, ConfigError) as exc:
+        except (InvalidAddress, ConfigError, ValueError) as exc:
             return await _home_page(site, request, form, [str(exc)], 400)
         site.sign_up_later(checked)
     return site.notice(
@@ -139,7 +151,7 @@ async def preferences(
     record = await site.signed("preferences", subscriber_id, token)
     if record is None:
         return _not_found(site, request)
-    return _preferences_page(
+    return await _preferences_page(
         site,
         request,
         record,
@@ -164,9 +176,12 @@ async def save_preferences(
             str(form.get("frequency") or Cadence.DAILY),
             bool(form.get("paused")),
             Schedule.parse(form.get("timezone"), form.get("hour"), form.get("weekday")),
+            site.subscriptions.words(
+                str(form.get("about") or ""), split_keywords(form.get("exclude"))
+            ),
         )
     except (ConfigError, ValueError) as exc:
-        return _preferences_page(site, request, record, errors=[str(exc)], status_code=400)
+        return await _preferences_page(site, request, record, errors=[str(exc)], status_code=400)
     saved = site.links.preferences(record.id, record.token_salt) + "?saved=1"
     return RedirectResponse(saved, status_code=303)
 
@@ -194,7 +209,7 @@ async def delete(request: Request, subscriber_id: int, token: str, site: SiteDep
     )
 
 
-def _preferences_page(
+async def _preferences_page(
     site: Site,
     request: Request,
     record: SubscriberRecord,
@@ -205,6 +220,11 @@ def _preferences_page(
 ) -> HTMLResponse:
     links, settings = site.links, site.settings
     base = links.preferences(record.id, record.token_salt)
+    subscriptions = site.subscriptions
+    words = (await run_in_threadpool(subscriptions.words_of, [record.id])).get(
+        record.id, ReaderWords()
+    )
+    feedback = await run_in_threadpool(subscriptions.feedback, record.id)
     return site.page(
         request,
         "preferences.html.j2",
@@ -225,6 +245,12 @@ def _preferences_page(
         saved=saved,
         welcome=welcome,
         errors=errors or [],
+        about=words.about,
+        exclude=", ".join(words.exclude),
+        about_limit=ABOUT_LIMIT,
+        liked=[f for f in feedback if f.liked],
+        disliked=[f for f in feedback if not f.liked],
+        undo_url=f"{base}/feedback/undo",
     )
 
 
@@ -238,8 +264,92 @@ async def _preferences_form(
         return _not_found(site, request)
     form = await form_data(request)
     if not csrf_valid(request, form.get(CSRF_FIELD)):
-        return _preferences_page(site, request, record, errors=[SESSION_EXPIRED], status_code=400)
+        return await _preferences_page(
+            site, request, record, errors=[SESSION_EXPIRED], status_code=400
+        )
     return record, form
+
+
+# -- "more like this" and "less like this" ----------------------------------------------------
+
+
+async def feedback_page(
+    request: Request, subscriber_id: int, token: str, kind: str, paper_id: str, site: SiteDep
+) -> HTMLResponse:
+    # A GET only shows the button: mail scanners follow every link in a mail, and a signal
+    # nobody gave would move the reader's profile.
+    found = await _feedback_link(site, subscriber_id, token, kind, paper_id)
+    if found is None:
+        return _not_found(site, request)
+    record, title = found
+    liked = FEEDBACK_KINDS[kind]
+    return site.notice(
+        request,
+        "More papers like this one?" if liked else "Fewer papers like this one?",
+        f"\u201c{title}\u201d",
+        "Your next digests lean towards papers like it."
+        if liked
+        else "Your next digests lean away from papers like it.",
+        action=site.links.feedback(record.id, record.token_salt, paper_id, liked),
+        button="More like this" if liked else "Less like this",
+        button_class="" if liked else "secondary",
+    )
+
+
+async def feedback(
+    request: Request, subscriber_id: int, token: str, kind: str, paper_id: str, site: SiteDep
+) -> HTMLResponse:
+    # Signed-link-only, like one-click unsubscribe: the URL's signature is the authorisation
+    # (nobody else can make it), the action is the reader's own and undone in one click from
+    # the preferences page, and a button pressed from a mail client's own browser, with no
+    # cookie yet, still counts.
+    found = await _feedback_link(site, subscriber_id, token, kind, paper_id)
+    if found is None:
+        return _not_found(site, request)
+    record, title = found
+    liked = FEEDBACK_KINDS[kind]
+    paper = await run_in_threadpool(site.subscriptions.give_feedback, record.id, paper_id, liked)
+    if paper is None:
+        return _not_found(site, request)
+    return site.notice(
+        request,
+        "Thanks, noted",
+        f"More papers like \u201c{title}\u201d from now on."
+        if liked
+        else f"Fewer papers like \u201c{title}\u201d from now on.",
+        extra_link={
+            "url": site.links.preferences(record.id, record.token_salt),
+            "label": "See or undo your feedback",
+        },
+    )
+
+
+async def undo_feedback(
+    request: Request, subscriber_id: int, token: str, site: SiteDep
+) -> Response:
+    checked = await _preferences_form(site, request, subscriber_id, token)
+    if isinstance(checked, HTMLResponse):
+        return checked
+    record, form = checked
+    paper_id = str(form.get("paper") or "")
+    if _PAPER_ID.fullmatch(paper_id):
+        await run_in_threadpool(site.subscriptions.undo_feedback, record.id, paper_id)
+    saved = site.links.preferences(record.id, record.token_salt) + "?saved=1"
+    return RedirectResponse(saved, status_code=303)
+
+
+async def _feedback_link(
+    site: Site, subscriber_id: int, token: str, kind: str, paper_id: str
+) -> tuple[SubscriberRecord, str] | None:
+    """The subscriber and the paper's title a feedback link names, if the link is genuine."""
+    if kind not in FEEDBACK_KINDS or not _PAPER_ID.fullmatch(paper_id):
+        return None
+    record = await site.signed("feedback", subscriber_id, token)
+    if record is None:
+        return None
+    papers = await run_in_threadpool(site.subscriptions.papers.by_id, [paper_id])
+    paper = papers.get(paper_id)
+    return (record, paper.title) if paper is not None else None
 
 
 # -- unsubscribe and resubscribe ---------------------------------------------------------------

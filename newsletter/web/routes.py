@@ -14,6 +14,8 @@ import newsletter.web.pages as pages
 from newsletter.web.errors import StrictJSONRoute
 
 PREFERENCES = "/preferences/{subscriber_id}/{token}"
+# The kind before the paper: an old-style arXiv id ("hep-th/9901001") holds a slash.
+FEEDBACK = "/feedback/{subscriber_id}/{token}/{kind}/{paper_id:path}"
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,9 @@ PAGES = (
     Route("POST", PREFERENCES, pages.save_preferences, RAW),
     Route("GET", f"{PREFERENCES}/export", pages.export, RAW),
     Route("POST", f"{PREFERENCES}/delete", pages.delete, HTML),
+    Route("POST", f"{PREFERENCES}/feedback/undo", pages.undo_feedback, RAW),
+    Route("GET", FEEDBACK, pages.feedback_page, HTML),
+    Route("POST", FEEDBACK, pages.feedback, HTML),
     Route("GET", "/unsubscribe/{subscriber_id}/{token}", pages.unsubscribe_page, HTML),
     Route("POST", "/unsubscribe/{subscriber_id}/{token}", pages.unsubscribe, HTML),
     Route("POST", "/resubscribe/{subscriber_id}/{token}", pages.resubscribe, HTML),
