@@ -7,7 +7,8 @@ the paper cache, so the send path, "view in browser" and `preview` render the sa
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -26,10 +27,22 @@ if TYPE_CHECKING:
 
 # Memoised matches are bounded: memory must not grow with the number of subscribers.
 MATCH_MEMO_LIMIT = 4096
+# Reasons are read for a window of delivery ids at a time (claims come in id order), and a few
+# windows are kept: one query per thousand messages, not one each.
+REASON_WINDOW = 1024
+REASON_WINDOWS_KEPT = 8
 
 
 class PaperLookup(Protocol):
     def by_id(self, ids: Iterable[str]) -> dict[str, Paper]: ...
+
+
+class ReasonLookup(Protocol):
+    """Why each paper of a digest is there, as the planner stored it (store.relevance)."""
+
+    def reasons(self, subscriber_id: int, day: date) -> list[str] | None: ...
+
+    def reasons_of_deliveries(self, first: int, last: int) -> tuple[dict[int, list[str]], int]: ...
 
 
 @dataclass(frozen=True)
@@ -61,9 +74,16 @@ class ComposeClock:
 
 class Composer:
     def __init__(
-        self, config: ComposerConfig, papers: PaperLookup, taxonomy: Taxonomy, links: Links
+        self,
+        config: ComposerConfig,
+        papers: PaperLookup,
+        taxonomy: Taxonomy,
+        links: Links,
+        reasons: ReasonLookup | None = None,
     ) -> None:
         self.config = config
+        self.reason_lookup = reasons
+        self._reason_windows: OrderedDict[int, tuple[dict[int, list[str]], int]] = OrderedDict()
         self.paper_lookup = papers
         self.taxonomy = taxonomy
         self.links = links
@@ -101,6 +121,7 @@ class Composer:
         """The whole digest for one subscriber, rendered on its own (web version, preview)."""
         interests = Interests.of(subscriber)
         picks = [Pick(p, match(p, interests, self.taxonomy)) for p in papers]
+        stored = self.reason_lookup.reasons(subscriber.id, day) if self.reason_lookup else None
         return self.renderer.render(
             subscriber_id=subscriber.id,
             salt=subscriber.token_salt,
@@ -108,7 +129,21 @@ class Composer:
             day=day,
             interests=interests,
             picks=picks,
+            reasons=aligned(stored, [p.id for p in papers], picks),
         )
+
+    def _delivery_reasons(self, delivery: ClaimedDelivery) -> list[str] | None:
+        """The stored reasons of a claimed delivery, read a window of deliveries at a time."""
+        if self.reason_lookup is None:
+            return None
+        start = delivery.id - delivery.id % REASON_WINDOW
+        window = self._reason_windows.get(start)
+        if window is None or delivery.id > window[1]:  # unknown, or planned since it was read
+            window = self.reason_lookup.reasons_of_deliveries(start, start + REASON_WINDOW)
+            self._reason_windows[start] = window
+            if len(self._reason_windows) > REASON_WINDOWS_KEPT:
+                self._reason_windows.popitem(last=False)
+        return window[0].get(delivery.id)
 
     def _picks(self, paper_ids: list[str], interests: Interests) -> list[Pick]:
         """The papers with the labels they match, memoised: most subscribers share both."""
@@ -134,8 +169,9 @@ class Composer:
         day = delivery.digest_date
         interests = Interests.of(subscriber)
         picks = self._picks(delivery.paper_ids, interests)
+        reasons = aligned(self._delivery_reasons(delivery), delivery.paper_ids, picks)
         cached = self.cached_renderer
-        shared = cached.template(day, interests, picks)
+        shared = cached.template(day, interests, picks, reasons)
         if shared is None:  # the cache declined (its self-check failed): render in full
             rendered = self.renderer.render(
                 subscriber_id=subscriber.id,
@@ -144,6 +180,7 @@ class Composer:
                 day=day,
                 interests=interests,
                 picks=picks,
+                reasons=reasons,
             )
             subject = rendered.subject
             text_qp, html_qp = quoted_printable(rendered.text), quoted_printable(rendered.html)
@@ -183,3 +220,14 @@ class Composer:
         )
         self.clock.build += time.perf_counter() - composed
         return envelope
+
+
+def aligned(
+    stored: Sequence[str] | None, paper_ids: Sequence[str], picks: Sequence[Pick]
+) -> list[str]:
+    """The stored reasons (one per planned paper id) for the picks that are rendered: a paper
+    deleted since planning is left out of the picks, and its reason with it."""
+    if not stored:
+        return []
+    by_id = dict(zip(paper_ids, stored, strict=False))
+    return [by_id.get(pick.paper.id, "") for pick in picks]

@@ -68,7 +68,11 @@ class Newsletter:
             self.store.relevance,
         )
         self.composer = Composer(
-            ComposerConfig.from_settings(settings), self.store.papers, self.taxonomy, self.links
+            ComposerConfig.from_settings(settings),
+            self.store.papers,
+            self.taxonomy,
+            self.links,
+            self.store.relevance,
         )
         self.subscriptions = Subscriptions(
             self.store.subscribers,
@@ -76,6 +80,8 @@ class Newsletter:
             self.links,
             self.taxonomy,
             SubscriptionSettings.from_settings(settings),
+            relevance=self.store.relevance,
+            papers=self.store.papers,
         )
 
     def close(self) -> None:

@@ -221,6 +221,11 @@ class Planner:
                         due_at=None if immediately else self._due_at(subscriber, day),
                     )
                 )
+            # Reasons before their deliveries: a sender may claim a delivery the moment it is
+            # written, and must find its reasons there. A racing planner chose the same papers
+            # for the same reader; the first reasons written are kept.
+            if reasons and not dry_run and self.reasons is not None:
+                self.reasons.save_reasons(day, reasons)
             # Count only the rows this call created: a racing planner counts the rest.
             created = (
                 {p.subscriber_id for p in planned}
@@ -228,10 +233,6 @@ class Planner:
                 else self.outbox.add_deliveries(day, planned)
             )
             report.already_planned += len(planned) - len(created)
-            if reasons and not dry_run and self.reasons is not None:
-                self.reasons.save_reasons(
-                    day, {i: why for i, why in reasons.items() if i in created}
-                )
             for delivery in planned:
                 if delivery.subscriber_id not in created:
                     continue

@@ -15,7 +15,7 @@ from markupsafe import escape
 
 from newsletter.digest import Interests, Pick
 from newsletter.links import Links
-from newsletter.render.views import paper_view
+from newsletter.render.views import paper_view, shown_reason
 from newsletter.text import one_line, truncate
 from newsletter.topics import Taxonomy
 
@@ -31,7 +31,9 @@ class RenderedDigest:
 
 # The context entries that differ between two subscribers who get the same papers for the same
 # reasons; everything else in a digest is shared by them.
-PERSONAL_FIELDS = ("email", "view_url", "preferences_url", "unsubscribe_url")
+# `feedback_url` is the signed stem of every paper's "more / less like this" links: one value
+# per subscriber, so the shared digest holds the papers' part of those links.
+PERSONAL_FIELDS = ("email", "view_url", "preferences_url", "unsubscribe_url", "feedback_url")
 
 
 @dataclass
@@ -108,6 +110,7 @@ class DigestRenderer:
             "view_url": self.links.view(subscriber_id, salt, day),
             "preferences_url": self.links.preferences(subscriber_id, salt),
             "unsubscribe_url": self.links.unsubscribe(subscriber_id, salt),
+            "feedback_url": self.links.feedback_base(subscriber_id, salt),
         }
 
     def render(
@@ -119,25 +122,35 @@ class DigestRenderer:
         day: date,
         interests: Interests,
         picks: Sequence[Pick],
+        reasons: Sequence[str] = (),
     ) -> RenderedDigest:
-        subject, context = self._shared(day, interests, picks)
+        """`reasons`, when given, are the planner's, one per pick in order."""
+        subject, context = self._shared(day, interests, picks, reasons)
         context.update(self.personal(subscriber_id, salt, email, day))
         return RenderedDigest(subject, self._html.render(context), self._text.render(context))
 
     def render_template(
-        self, *, day: date, interests: Interests, picks: Sequence[Pick], tokens: dict[str, str]
+        self,
+        *,
+        day: date,
+        interests: Interests,
+        picks: Sequence[Pick],
+        tokens: dict[str, str],
+        reasons: Sequence[str] = (),
     ) -> DigestTemplate:
         """The digest with `tokens` standing in for the personal fields."""
-        subject, context = self._shared(day, interests, picks)
+        subject, context = self._shared(day, interests, picks, reasons)
         context.update(tokens)
         return DigestTemplate(
             subject, self._html.render(context), self._text.render(context), dict(tokens)
         )
 
     def _shared(
-        self, day: date, interests: Interests, picks: Sequence[Pick]
+        self, day: date, interests: Interests, picks: Sequence[Pick], reasons: Sequence[str] = ()
     ) -> tuple[str, dict[str, object]]:
-        papers = [paper_view(pick) for pick in picks]
+        why = list(reasons)[: len(picks)]
+        why += [""] * (len(picks) - len(why))
+        papers = [paper_view(pick, reason) for pick, reason in zip(picks, why, strict=True)]
         subject = subject_line(self.newsletter_name, day, picks)
         context: dict[str, object] = {
             "subject": subject,
@@ -175,13 +188,18 @@ class CachedRenderer:
         self.usable: bool | None = None  # decided on first use by `_self_check`
 
     def template(
-        self, day: date, interests: Interests, picks: Sequence[Pick]
+        self,
+        day: date,
+        interests: Interests,
+        picks: Sequence[Pick],
+        reasons: Sequence[str] = (),
     ) -> DigestTemplate | None:
         """The shared digest for these picks, or None when substitution cannot be trusted."""
         if not self.size:
             return None
         intro = self.renderer.intro(interests, picks)
-        key = (day, intro, tuple((p.paper.id, p.matched) for p in picks))
+        shown = tuple(shown_reason(r) for r in reasons)
+        key = (day, intro, tuple((p.paper.id, p.matched) for p in picks), shown)
         found = self._cache.get(key)
         if found is not None:
             self.hits += 1
@@ -193,7 +211,7 @@ class CachedRenderer:
             return None
         self.misses += 1
         found = self.renderer.render_template(
-            day=day, interests=interests, picks=picks, tokens=self.tokens
+            day=day, interests=interests, picks=picks, tokens=self.tokens, reasons=shown
         )
         self._cache[key] = found
         if len(self._cache) > self.size:
@@ -218,8 +236,9 @@ class CachedRenderer:
         day: date,
         interests: Interests,
         picks: Sequence[Pick],
+        reasons: Sequence[str] = (),
     ) -> RenderedDigest:
-        shared = self.template(day, interests, picks)
+        shared = self.template(day, interests, picks, reasons)
         if shared is None:
             return self.renderer.render(
                 subscriber_id=subscriber_id,
@@ -228,6 +247,7 @@ class CachedRenderer:
                 day=day,
                 interests=interests,
                 picks=picks,
+                reasons=reasons,
             )
         html_values, text_values = self.personal(subscriber_id, salt, email, day)
         return RenderedDigest(

@@ -29,6 +29,7 @@ class PaperView:
     matched: tuple[str, ...]
     blurb: str
     links: tuple[PaperLink, ...]
+    why: str = ""  # the planner's reason, when it is more than the matched labels say
 
     @property
     def comments_label(self) -> str:
@@ -54,7 +55,13 @@ def byline(paper: Paper) -> str:
     return " · ".join(parts)
 
 
-def paper_view(pick: Pick) -> PaperView:
+def shown_reason(reason: str) -> str:
+    """The planner's reason as the digest shows it: a literal match is already on the paper's
+    labels, so only a reason by meaning ("close to your interest in ...") adds a line."""
+    return "" if not reason or reason.startswith("matches ") else reason
+
+
+def paper_view(pick: Pick, reason: str = "") -> PaperView:
     paper = pick.paper
     links = [PaperLink("arXiv", paper.arxiv_url), PaperLink("PDF", paper.pdf_url)]
     if repo := safe_url(paper.github_repo):
@@ -73,4 +80,5 @@ def paper_view(pick: Pick) -> PaperView:
         matched=pick.matched,
         blurb=truncate(paper.ai_summary or paper.abstract, BLURB_LIMIT),
         links=tuple(links),
+        why=shown_reason(reason),
     )

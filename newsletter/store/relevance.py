@@ -22,6 +22,7 @@ from newsletter.store.backend import Backend
 from newsletter.store.rows import json_text, strings
 from newsletter.store.schema import (
     DeliveryReasonsRow,
+    DeliveryRow,
     FeedbackRow,
     PaperVectorRow,
     ReaderProfileRow,
@@ -260,6 +261,22 @@ class Relevance:
                 )
             )
             return None if found is None else str(found).split(SEPARATOR)
+
+    def reasons_of_deliveries(self, first: int, last: int) -> tuple[dict[int, list[str]], int]:
+        """The reasons of the deliveries with ids in [first, last), by delivery id, and the
+        highest delivery id in that range when read (0 for none). A delivery's reasons are
+        written before it, so every delivery up to that id has its reasons here if it has any;
+        a later one needs another read."""
+        d, r = DeliveryRow, DeliveryReasonsRow
+        window = (d.id >= first, d.id < last)
+        with self._db.connection() as c:
+            highest = c.scalar(select(func.max(d.id)).where(*window)) or 0
+            rows = c.execute(
+                select(d.id, r.reasons)
+                .join(r, (r.subscriber_id == d.subscriber_id) & (r.digest_date == d.digest_date))
+                .where(*window)
+            )
+            return {i: str(why).split(SEPARATOR) for i, why in rows}, int(highest)
 
     def forget_reasons(self, day: date) -> None:
         """A day's reasons, removed with its plan (benchmarks re-plan a day)."""
