@@ -450,3 +450,39 @@ def test_digest_web_version_text_contrast(
     page.close()
     assert audit["checked"]["link"] > 0 and audit["checked"]["text"] > 0
     assert audit["lowContrast"] == []
+
+
+def test_more_like_this_clicked_from_a_digest_to_undo_without_javascript(
+    open_page: Callable[..., Any], site: Site
+) -> None:
+    """A digest's "More like this" end to end: the link opens a page with one button (what a
+    mail scanner fetches records nothing), the button records the signal, the preferences page
+    lists the paper and undoes it."""
+    email = "liker@example.org"
+    record = site.newsletter.subscriptions.add(
+        email, ("compilers",), (), site.newsletter.subscriptions.words("", ("census",))
+    )
+    assert site.send(DAY_ONE) == 1
+    html = body(site.wait_for_mail(1)[0].parsed(), "html")
+    assert html.count(">More like this</a>") == html.count('class="paper-title"') > 0
+    more = href(html, "More like this")  # the first paper's: the compiler paper
+    assert more.startswith(site.base + "/feedback/") and more.endswith("/more/2604.01001")
+    relevance = site.newsletter.store.relevance
+
+    page = open_page(DESKTOP, javascript=False)
+    page.goto(more)
+    assert page.get_by_role("heading", name="More papers like this one?").is_visible()
+    assert page.get_by_text(COMPILER_PAPER).is_visible()
+    assert relevance.feedback(record.id) == []
+    page.get_by_role("button", name="More like this").click()
+    page.get_by_role("heading", name="Thanks, noted").wait_for()
+    assert [(f.paper_id, f.liked) for f in relevance.feedback(record.id)] == [("2604.01001", True)]
+
+    page.get_by_role("link", name="See or undo your feedback").click()
+    page.get_by_role("heading", name="More and less like this").wait_for()
+    assert page.get_by_text("You asked for more like").is_visible()
+    assert page.get_by_label("Never show me papers about").input_value() == "census"
+    page.get_by_role("button", name=f"Undo: {COMPILER_PAPER}").click()
+    page.wait_for_url(re.compile(r"\?saved=1$"))
+    assert relevance.feedback(record.id) == []
+    assert page.get_by_role("button", name=re.compile("^Undo")).count() == 0
