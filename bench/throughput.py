@@ -2,6 +2,7 @@
 
     python -m bench.throughput [--subscribers N] [--database sqlite|postgresql|both]
                                [--history-days D] [--processes K] [--repeat R]
+    python -m bench.throughput --defaults --subscribers 20000   # the shipped defaults
 
 Creates N subscribers with varied interests (topics from config/topics.toml, keywords, top
 papers) and D days of past deliveries, stores a day's list (the bundled sample days as one list),
@@ -49,6 +50,7 @@ DAY = date(2026, 2, 13)
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 SECRET = "bench-secret-" + "x" * 40
 CONNECTIONS = 8  # SMTP connections per worker process
+DEFAULTS_TARGET = 0.5  # share of the ceiling a send with the shipped defaults should reach
 
 
 # -- Postfix ---------------------------------------------------------------------------------
@@ -246,9 +248,19 @@ def populate(url: str, n: int, history_days: int) -> dict[str, Any]:
 # -- one measured run ------------------------------------------------------------------------
 
 
-def settings_for(url: str, port: int, client: str, processes: int) -> Any:
+def settings_for(
+    url: str, port: int, client: str, processes: int, connections: int = CONNECTIONS
+) -> Any:
+    """The bench's tuned settings; processes=0 means the shipped defaults for everything
+    about sending (processes, connections, client, messages per connection)."""
     from newsletter.config import load_settings
 
+    tuned: dict[str, Any] = {
+        "smtp_connections": connections,
+        "smtp_messages_per_connection": 100_000,
+        "smtp_client": client,
+        "send_processes": processes,
+    }
     return load_settings(
         database_url=url,
         secret_key=SECRET,
@@ -256,10 +268,7 @@ def settings_for(url: str, port: int, client: str, processes: int) -> Any:
         from_address="Trending Papers <digest@papers.example.org>",
         smtp_host="127.0.0.1",
         smtp_port=port,
-        smtp_connections=CONNECTIONS,
-        smtp_messages_per_connection=100_000,
-        smtp_client=client,
-        send_processes=processes,
+        **(tuned if processes else {}),
     )
 
 
@@ -294,8 +303,10 @@ class Run:
     n: int
     database: str
     history_days: int
-    processes: int
+    processes: int  # 0: the shipped defaults (see settings_for)
     samples: list[Sample] = field(default_factory=list)
+    connections: int = CONNECTIONS  # per process, as sent with
+    defaults: bool = False  # sent with the shipped defaults; processes says what they chose
     size: int = 0
     rss: dict[str, float] = field(default_factory=dict)
     history_rows: int = 0
@@ -394,7 +405,11 @@ def measure(
 def send_once(run: Run, url: str, sink: Sink, client: str, ceiling_messages: int) -> None:
     from newsletter.pipeline import Newsletter
 
-    app = Newsletter(settings_for(url, sink.port, client, run.processes))
+    processes = 0 if run.defaults else run.processes
+    app = Newsletter(settings_for(url, sink.port, client, processes, run.connections))
+    if run.defaults:  # what the defaults chose on this machine
+        run.processes = app.settings.send_processes
+        run.connections = app.settings.smtp_connections
     sizes: list[int] = []
     compose = app.composer.compose
 
@@ -431,7 +446,7 @@ def send_once(run: Run, url: str, sink: Sink, client: str, ceiling_messages: int
             drain=report.drain.seconds,
             render=report.drain.render_seconds,
             build=report.drain.build_seconds,
-            ceiling=ceiling(sink, run.size, CONNECTIONS * run.processes, ceiling_messages),
+            ceiling=ceiling(sink, run.size, run.connections * run.processes, ceiling_messages),
         )
     )
 
@@ -447,7 +462,7 @@ def show(run: Run) -> None:
         f"processes={run.processes}  sent {run.samples[-1].sent}  (medians of {len(run.samples)} "
         f"runs: {each})\n"
         f"    end to end {run.rate:7.0f} digests/s   sending only {run.drain_rate:7.0f}/s   "
-        f"ceiling (smtp-source, {run.size} B, {CONNECTIONS * run.processes} conns) "
+        f"ceiling (smtp-source, {run.size} B, {run.connections * run.processes} conns) "
         f"{m('ceiling'):7.0f}/s   ratio {m('ratio'):5.1%}\n"
         f"    stages: plan {m('plan'):6.1f}s  render {m('render'):6.1f}s  "
         f"build {m('build'):6.1f}s  deliver {deliver:6.1f}s  (wall {m('wall'):.1f}s, "
@@ -485,6 +500,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--skip-extras", action="store_true", help="only the main runs")
     parser.add_argument(
+        "--history-only", action="store_true", help="only the 365-days-vs-none comparison"
+    )
+    parser.add_argument(
+        "--defaults",
+        action="store_true",
+        help="send with the shipped defaults (processes and connections chosen from this "
+        "machine, default client and messages per connection) instead of the tuned settings; "
+        f"prints the share of the ceiling against the target of {DEFAULTS_TARGET:.0%}",
+    )
+    parser.add_argument(
         "--repeat", type=int, default=3, help="sends per configuration; figures are medians"
     )
     args = parser.parse_args(argv)
@@ -501,13 +526,20 @@ def main(argv: list[str] | None = None) -> int:
                 args.subscribers,
                 args.history_days,
             )
-            if args.database in ("sqlite", "both"):
+            if args.defaults:
+                for database in ("sqlite", "postgresql"):
+                    if args.database in (database, "both"):
+                        todo.append(Run("shipped defaults", n, database, d, 0, defaults=True))
+                        # What `send` did before the defaults followed the machine.
+                        former = Run("former defaults", n, database, d, 1, connections=4)
+                        todo.append(former)
+            elif args.database in ("sqlite", "both") and not args.history_only:
                 todo.append(Run(f"SQLite, {k} processes", n, "sqlite", d, k))
-            if args.database in ("postgresql", "both"):
+            if args.database in ("postgresql", "both") and not (args.defaults or args.history_only):
                 todo.append(Run("PostgreSQL, 1 process", n, "postgresql", d, 1))
                 if k > 1:
                     todo.append(Run(f"PostgreSQL, {k} processes", n, "postgresql", d, k))
-            if not args.skip_extras:
+            if not args.skip_extras and not args.defaults:
                 database = "postgresql" if args.database != "sqlite" else "sqlite"
                 todo.append(Run("history: none", h, database, 0, k))
                 todo.append(Run("history: 365 days", h, database, 365, k))
@@ -526,6 +558,22 @@ def main(argv: list[str] | None = None) -> int:
                 show(runs[-1])
         finally:
             sink.close()
+    former_runs = {r.database: r for r in runs if r.label == "former defaults"}
+    for run in runs:
+        if run.defaults:
+            share = run.median("ratio")
+            if was := former_runs.get(run.database):
+                print(
+                    f"former defaults on {run.database} (1 process x 4 connections): "
+                    f"{was.median('ratio'):.1%} of the ceiling, {was.rate:.0f}/s; shipped "
+                    f"defaults {run.rate:.0f}/s = {run.rate / was.rate:.2f} times"
+                )
+            verdict = "meets" if share >= DEFAULTS_TARGET else "misses"
+            print(
+                f"shipped defaults on {run.database}: {share:.1%} of the smtp-source ceiling "
+                f"({run.processes} processes x {run.connections} connections; {verdict} the "
+                f"target of {DEFAULTS_TARGET:.0%})"
+            )
     by_label = {r.label: r for r in runs}
     none, full = by_label.get("history: none"), by_label.get("history: 365 days")
     if none and full:
