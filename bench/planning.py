@@ -61,7 +61,7 @@ def timed_batches(
 
 
 def plan_once(url: str) -> dict[str, float]:
-    from newsletter.pipeline import Newsletter
+    from newsletter.root import Newsletter
 
     app = Newsletter(settings_for(url, 25, "pipelined", 1))
     stages: dict[str, float] = defaultdict(float)

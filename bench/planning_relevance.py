@@ -107,7 +107,7 @@ def forget_day(url: str) -> None:
 
 def child(url: str) -> None:
     """One planning run in this (fresh) process; prints its figures as JSON."""
-    from newsletter.pipeline import Newsletter
+    from newsletter.root import Newsletter
 
     app = Newsletter(settings_for(url, 25, "pipelined", 1))
     started = time.perf_counter()
@@ -144,7 +144,7 @@ def measure(database: str, readers: int, mode: str, repeat: int, pg_base: str) -
         if mode == "profiles":
             add_profiles(url)
         else:  # the same vectors stored, so the two data sets differ only in the readers
-            from newsletter.pipeline import Newsletter
+            from newsletter.root import Newsletter
 
             app = Newsletter(settings_for(url, 25, "pipelined", 1))
             app.profiles.vectors(day_list())

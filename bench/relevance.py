@@ -4,7 +4,7 @@
 
 Quality, on bench/relevance_set/readers.toml (labels made before any score was seen) over the
 46 distinct papers of the bundled days, each reader ranking the whole pool:
-- keywords: the reader's topics and keywords matched as today (newsletter.digest.select: literal
+- keywords: the reader's topics and keywords matched as today (newsletter.selection.select: literal
   matches ranked by popularity); embeddings: cosine of the reader's words to each paper; BM25;
   hybrid: cosine + 0.3 x BM25/max; all of them from the reader's free text alone.
 - precision@5 and recall@10, means over readers who want something, per split (the targets are
@@ -18,7 +18,7 @@ Quality, on bench/relevance_set/readers.toml (labels made before any score was s
 
 Cost, on this machine: loading the model; embedding one bundled day's papers (the largest, 25)
 and the whole pool; selecting a day (25 papers, cap 10) for N readers (default 100,000) with
-stored profiles vs keyword-only readers (newsletter.digest.Selector, as the planner runs today),
+stored profiles vs keyword-only readers (newsletter.selection.Selector, as the planner runs today),
 each in a fresh process, with its peak RSS, also at N/10 to show it does not grow with N.
 """
 
@@ -41,13 +41,13 @@ from statistics import mean
 
 import numpy as np
 
-from newsletter.digest import Interests, Selector, rank
-from newsletter.digest import select as keyword_select
 from newsletter.papers import Paper
 from newsletter.relevance.embedding import MiniLM, Vectors
 from newsletter.relevance.lexical import Bm25, normalized, query_terms
 from newsletter.relevance.profile import Profile, Signal, Words, build_profile, with_feedback
 from newsletter.relevance.scoring import LEXICAL_WEIGHT, Day, Reader, select_many
+from newsletter.selection import Interests, Selector, rank
+from newsletter.selection import select as keyword_select
 from newsletter.sources import localfile
 from newsletter.topics import Taxonomy, load_taxonomy
 

@@ -221,7 +221,7 @@ def populate(url: str, n: int, history_days: int) -> dict[str, Any]:
     first_id = first.id
     history_rows = 0
     if history_days:
-        from newsletter.digest import rank
+        from newsletter.selection import rank
 
         today_ids = [p.id for p in rank(papers)]
 
@@ -403,7 +403,7 @@ def measure(
 
 
 def send_once(run: Run, url: str, sink: Sink, client: str, ceiling_messages: int) -> None:
-    from newsletter.pipeline import Newsletter
+    from newsletter.root import Newsletter
 
     processes = 0 if run.defaults else run.processes
     app = Newsletter(settings_for(url, sink.port, client, processes, run.connections))

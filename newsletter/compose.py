@@ -14,11 +14,11 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from newsletter.digest import Interests, Pick, match
 from newsletter.links import Links
 from newsletter.papers import Paper
 from newsletter.records import ClaimedDelivery, SubscriberRecord
 from newsletter.render import CachedRenderer, DigestRenderer, RenderedDigest
+from newsletter.selection import Interests, Pick, match
 from newsletter.send.message import EncodedDigest, Envelope, build_message_from, quoted_printable
 from newsletter.topics import Taxonomy
 

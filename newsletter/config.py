@@ -292,7 +292,7 @@ class Settings(BaseSettings):
     @field_validator("default_timezone")
     @classmethod
     def _known_timezone(cls, value: str) -> str:
-        from newsletter.schedule import valid_timezone
+        from newsletter.due_times import valid_timezone
 
         if not valid_timezone(value):
             raise ValueError(f"unknown time zone {value!r}")

@@ -17,7 +17,7 @@ from pathlib import Path
 from newsletter.capture import CaptureHandler, CaptureServer
 from newsletter.config import DEMO_SECRET_KEY, load_settings
 from newsletter.errors import NewsletterError
-from newsletter.pipeline import Newsletter, SendReport
+from newsletter.root import Newsletter, SendReport
 from newsletter.states import DeliveryStatus
 
 SAMPLE_DATA = Path(__file__).resolve().parent / "sample_data"

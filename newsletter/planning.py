@@ -2,7 +2,7 @@
 
 The planner reads the day's ranked list, asks the outbox which subscribers are candidates and
 what each was already sent, chooses their papers and writes the rows. Keyword-only readers with
-no feedback are chosen for literally (newsletter.digest); readers who wrote what they work on or
+no feedback are chosen for literally (newsletter.selection); readers who wrote what they work on or
 gave feedback are chosen for by meaning, a batch at a time (newsletter.relevance.scoring), with
 the reason for each paper kept beside their delivery. It declares the narrow interfaces it
 needs, so it can be read and tested alone.
@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Protocol
 
-from newsletter.digest import Interests, Pick, Selection, Selector, rank
+from newsletter.due_times import due_at, weekly_due
 from newsletter.errors import NewsletterError
 from newsletter.papers import Paper
 from newsletter.records import PlanCandidate, PlannedDelivery, SubscriberRecord
 from newsletter.relevance.scoring import THRESHOLD, Choices, Day, Reader, select_many
-from newsletter.schedule import due_at, weekly_due
+from newsletter.selection import Interests, Pick, Selection, Selector, rank
 from newsletter.states import Cadence, DeliveryStatus, SkipReason
 from newsletter.topics import Taxonomy, keyword_pattern, matching_text
 

@@ -15,9 +15,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from starlette.concurrency import run_in_threadpool
 
+from newsletter.due_times import listing_day
 from newsletter.errors import NewsletterError
-from newsletter.pipeline import Newsletter
-from newsletter.schedule import listing_day
+from newsletter.root import Newsletter
 
 log = logging.getLogger(__name__)
 

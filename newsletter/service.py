@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import uvicorn
 
 from newsletter.config import Settings
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.scheduler import build_scheduler, catch_up
 from newsletter.web import create_app
 from newsletter.worker import run_worker

@@ -16,11 +16,11 @@ from typing import Any, Protocol
 
 from newsletter.addresses import normalise_email
 from newsletter.config import Settings
+from newsletter.due_times import valid_timezone
 from newsletter.links import MAX_SUBSCRIBER_ID, Links
 from newsletter.papers import Paper
 from newsletter.records import SubscriberRecord
 from newsletter.relevance.state import FeedbackRecord, ReaderWords, reader_words
-from newsletter.schedule import valid_timezone
 from newsletter.states import Cadence, SubscriberStatus
 from newsletter.topics import Taxonomy, clean_keywords
 

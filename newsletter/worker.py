@@ -7,7 +7,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.send.engine import DrainReport
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import pytest
 
 from newsletter.capture import CaptureServer
 from newsletter.config import Settings, load_settings
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -9,7 +9,7 @@ from datetime import date
 from typing import Any
 
 from newsletter.capture import CaptureHandler, CaptureServer
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.send.senders import MemorySender
 from tests.conftest import SAMPLE_DATA
 from tests.loaders import bulk_add_subscribers

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.capture import CaptureServer
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.scheduler import daily_run
 from newsletter.sources import huggingface
 from tests.cli_env import environment

@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 from datetime import date
 
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from tests.browser import ARTIFACTS, chromium
 from tests.conftest import SAMPLE_DATA
 

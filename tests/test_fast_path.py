@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from newsletter.digest import Interests, Pick, match
-from newsletter.pipeline import Newsletter
 from newsletter.records import ClaimedDelivery, SubscriberRecord
+from newsletter.root import Newsletter
+from newsletter.selection import Interests, Pick, match
 from newsletter.send.errors import RecipientRejected, SenderRejected, TransientError
 from newsletter.send.factory import sender_from_settings
 from newsletter.send.message import (

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from newsletter.links import Links
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.send.message import Envelope, build_message
 from tests.conftest import SAMPLE_DATA, TEST_SECRET
 

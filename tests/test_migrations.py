@@ -10,7 +10,7 @@ from datetime import date, datetime
 from sqlalchemy import inspect, text
 
 from newsletter.config import Settings
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.store import Store
 from newsletter.store.database import MIGRATIONS
 from tests.conftest import TEST_SECRET

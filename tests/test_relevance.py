@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from newsletter.digest import Interests
 from newsletter.papers import Paper
 from newsletter.relevance.embedding import (
     DIMENSION,
@@ -22,6 +21,7 @@ from newsletter.relevance.embedding import (
 from newsletter.relevance.lexical import Bm25, query_terms, terms
 from newsletter.relevance.profile import Signal, Words, build_profile, rocchio, with_feedback
 from newsletter.relevance.scoring import Day, Reader, select, select_many
+from newsletter.selection import Interests
 from newsletter.sources import localfile
 from newsletter.states import SkipReason
 from newsletter.topics import Taxonomy, load_taxonomy

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from newsletter.pipeline import Newsletter
 from newsletter.relevance.embedding import MODEL_ID
 from newsletter.relevance.state import ReaderWords
+from newsletter.root import Newsletter
 from newsletter.states import DeliveryStatus, SkipReason
 from newsletter.store.schema import PaperVectorRow, ReaderProfileRow
 from tests.conftest import SAMPLE_DATA

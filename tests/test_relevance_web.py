@@ -22,11 +22,11 @@ from sqlalchemy import select
 
 from newsletter.capture import CaptureServer
 from newsletter.config import Settings
-from newsletter.digest import Interests, Pick, match
-from newsletter.pipeline import Newsletter
 from newsletter.records import ClaimedDelivery, SubscriberRecord
 from newsletter.relevance.embedding import MODEL_ID
 from newsletter.relevance.profile import ABOUT_LIMIT
+from newsletter.root import Newsletter
+from newsletter.selection import Interests, Pick, match
 from newsletter.send.message import build_message
 from newsletter.store.schema import DeliveryRow
 from newsletter.web import create_app

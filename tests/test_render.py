@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import newsletter.render.digest as digest_module
-from newsletter.pipeline import Newsletter
 from newsletter.render import RenderedDigest
+from newsletter.root import Newsletter
 from tests.conftest import SAMPLE_DATA
 from tests.fixtures import shapes
 from tests.fixtures.hostile import (

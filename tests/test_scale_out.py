@@ -19,7 +19,7 @@ import pytest
 
 from newsletter.capture import CaptureHandler, CaptureServer
 from newsletter.errors import SenderBusy
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.store import Store
 from tests.conftest import SAMPLE_DATA
 from tests.loaders import add_subscribers

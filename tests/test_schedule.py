@@ -7,9 +7,9 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
+from newsletter.due_times import due_at, weekly_due
 from newsletter.papers import Paper
-from newsletter.pipeline import Newsletter
-from newsletter.schedule import due_at, weekly_due
+from newsletter.root import Newsletter
 
 
 @pytest.mark.parametrize(

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from newsletter.capture import CaptureHandler, free_port
 from newsletter.config import DEFAULT_SMTP_CONNECTIONS, MAX_DEFAULT_PROCESSES, load_settings
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from tests.conftest import SAMPLE_DATA
 from tests.loaders import bulk_add_subscribers
 

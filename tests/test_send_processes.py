@@ -16,7 +16,7 @@ from typing import Any
 
 from newsletter.capture import CaptureHandler, CaptureServer
 from newsletter.config import load_settings
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.send.factory import sender_from_settings
 from tests.conftest import FIXTURES, SAMPLE_DATA, TEST_SECRET
 from tests.loaders import bulk_add_subscribers

@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 import httpx
 
 from newsletter.capture import CaptureServer, free_port
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.scheduler import daily_run, listing_day, missed_run
 from tests.conftest import SAMPLE_DATA
 from tests.reliability.conftest import cli_env, newsletter_bin

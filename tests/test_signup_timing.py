@@ -11,7 +11,7 @@ import httpx
 
 from newsletter.capture import CaptureServer
 from newsletter.config import Settings
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.states import SubscriberStatus
 from newsletter.web import create_app
 from tests.test_web_http import form_token

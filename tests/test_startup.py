@@ -12,7 +12,7 @@ HEAVY = ("sqlalchemy", "pydantic", "jinja2", "mjml", "uvicorn")
 
 def test_importing_the_cli_loads_no_heavy_library() -> None:
     probe = (
-        "import json, sys; import newsletter.cli; "
+        "import json, sys; import newsletter.cli.main; "
         f"print(json.dumps(sorted({{m.split('.')[0] for m in sys.modules}} & set({HEAVY!r}))))"
     )
     result = subprocess.run(

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.digest import Interests, Selector, match, rank, select
 from newsletter.errors import ConfigError
 from newsletter.papers import Paper
+from newsletter.selection import Interests, Selector, match, rank, select
 from newsletter.sources import arxiv, huggingface
 from newsletter.states import SkipReason
 from newsletter.topics import (

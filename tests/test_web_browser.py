@@ -27,8 +27,8 @@ import pytest
 
 from newsletter.capture import CapturedMessage, CaptureServer
 from newsletter.config import Settings
-from newsletter.pipeline import Newsletter
 from newsletter.render.digest import day_label
+from newsletter.root import Newsletter
 from newsletter.web import create_app
 from tests.browser import ARTIFACTS, chromium
 from tests.web_server import free_port, serve

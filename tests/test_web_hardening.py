@@ -16,7 +16,7 @@ from sqlalchemy import text
 
 from newsletter.capture import CaptureServer
 from newsletter.config import Settings
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.web import create_app
 from tests.test_web_http import DAY_ONE, Site, form_token, link_in, sign_up
 from tests.test_web_http import site as site

@@ -16,7 +16,7 @@ import pytest
 
 from newsletter.capture import CapturedMessage, CaptureServer
 from newsletter.config import Settings
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.states import SubscriberStatus
 from newsletter.web import create_app
 from tests.fixtures import shapes

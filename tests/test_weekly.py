@@ -9,7 +9,7 @@ from datetime import date, timedelta
 
 from newsletter.capture import CaptureServer
 from newsletter.papers import Paper
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 
 MONDAY = date(2026, 3, 2)
 

@@ -21,11 +21,11 @@ from itertools import islice
 import numpy as np
 import numpy.typing as npt
 
-from newsletter.digest import Interests, match, rank_key
 from newsletter.papers import Paper
 from newsletter.relevance.embedding import Vectors
 from newsletter.relevance.lexical import Bm25, normalized
 from newsletter.relevance.profile import Profile
+from newsletter.selection import Interests, match, rank_key
 from newsletter.states import SkipReason
 from newsletter.topics import Taxonomy, keyword_pattern, matching_text
 

@@ -13,9 +13,9 @@ import mjml
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, Template
 from markupsafe import escape
 
-from newsletter.digest import Interests, Pick
 from newsletter.links import Links
 from newsletter.render.views import paper_view, shown_reason
+from newsletter.selection import Interests, Pick
 from newsletter.text import one_line, truncate
 from newsletter.topics import Taxonomy
 

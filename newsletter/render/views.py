@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from newsletter.digest import Pick
 from newsletter.papers import Paper
+from newsletter.selection import Pick
 from newsletter.text import safe_url, truncate
 
 AUTHORS_SHOWN = 3

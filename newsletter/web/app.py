@@ -11,7 +11,7 @@ from fastapi.responses import Response
 import newsletter.web.errors as errors
 import newsletter.web.routes as routes
 from newsletter.config import Settings, load_settings
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.web.security import SECURITY_HEADERS
 from newsletter.web.site import Site, WebNewsletter
 

@@ -17,14 +17,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from newsletter.addresses import InvalidAddress
-from newsletter.digest import Pick
+from newsletter.due_times import timezone_names
 from newsletter.errors import ConfigError, NewsletterError
 from newsletter.records import SubscriberRecord
 from newsletter.relevance.profile import ABOUT_LIMIT
 from newsletter.relevance.state import ReaderWords
 from newsletter.render.digest import day_label
 from newsletter.render.views import paper_view
-from newsletter.schedule import timezone_names
+from newsletter.selection import Pick
 from newsletter.states import Cadence, SubscriberStatus
 from newsletter.subscriptions import Schedule, split_keywords
 from newsletter.web.archive import atom_feed

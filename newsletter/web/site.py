@@ -12,10 +12,10 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.concurrency import run_in_threadpool
 
 from newsletter.config import Settings
-from newsletter.digest import rank
 from newsletter.links import Links
 from newsletter.papers import Paper
 from newsletter.records import SubscriberRecord
+from newsletter.selection import rank
 from newsletter.subscriptions import (
     SignUpRequest,
     SubscriberStore,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import Settings
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from tests.conftest import FIXTURES, SAMPLE_DATA
 from tests.loaders import add_subscribers
 from tests.reliability.faulty_smtp import Authenticator, FaultyHandler, FaultyServer

@@ -13,7 +13,7 @@ from email.mime.text import MIMEText
 from pathlib import Path
 
 from newsletter.bounces import apply_bounces, parse_dsn, split_mailbox
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.states import DeliveryStatus, SubscriberStatus
 from tests.reliability.conftest import DAY, cli_env, newsletter_bin, reader
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import pytest
 
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.states import DeliveryStatus
 from tests.reliability.conftest import BOTH_CLIENTS, DAY, SmtpClient, cli_env, newsletter_bin
 from tests.reliability.faulty_smtp import FaultyHandler

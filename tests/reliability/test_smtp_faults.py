@@ -19,7 +19,7 @@ from datetime import date
 import pytest
 
 from newsletter.capture import free_port
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.send.engine import DeliveryPolicy, DrainReport
 from newsletter.states import DeliveryStatus, FailureReason, SkipReason, SubscriberStatus
 from tests.reliability.conftest import DAY, NEXT_DAY, SmtpClient, cli_env, newsletter_bin

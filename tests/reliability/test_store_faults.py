@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import create_engine, text
 
-from newsletter.pipeline import Newsletter
+from newsletter.root import Newsletter
 from newsletter.states import DeliveryStatus
 from newsletter.store.engine import normalise_url
 from tests.reliability.conftest import BOTH_CLIENTS, DAY, SmtpClient

@@ -1,0 +1,5 @@
+"""`python -m newsletter.cli`."""
+
+from newsletter.cli.main import main
+
+main()
