@@ -23,6 +23,7 @@ BASE_URL = "https://papers.example.org"
 DAY = date(2026, 2, 13)
 SENT_AT = datetime(2026, 2, 13, 7, 30, tzinfo=UTC)
 LINKS = Links(BASE_URL, TEST_SECRET, "papers.example.org")
+SALT = "row-salt-of-subscriber-1"
 SINGLE_HEADERS = ("From", "To", "Date", "Subject", "Message-ID")
 EXPECTED_HEADERS = {
     "from",
@@ -56,7 +57,7 @@ def build(**overrides: Any) -> Envelope:
         "message_id": LINKS.message_id(1, DAY),
         "list_id": "daily.papers.example.org",
         "list_name": "Trending Papers",
-        "unsubscribe_url": LINKS.unsubscribe(1),
+        "unsubscribe_url": LINKS.unsubscribe(1, SALT),
         "text": "Trending papers for you\n\n1. A paper\n   https://huggingface.co/papers/2602.00001\n",
         "html": "<html><body><p>Trending papers for you</p></body></html>",
         "date": SENT_AT,
@@ -140,7 +141,7 @@ def test_list_headers_offer_rfc8058_one_click_unsubscribe_from_the_base_url() ->
 
     assert message["List-Id"] == "Trending Papers <daily.papers.example.org>"
     unsubscribe = str(message["List-Unsubscribe"])
-    assert unsubscribe == f"<{LINKS.unsubscribe(1)}>"
+    assert unsubscribe == f"<{LINKS.unsubscribe(1, SALT)}>"
     assert unsubscribe.startswith(f"<{BASE_URL}/unsubscribe/1/")
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
 
@@ -204,7 +205,7 @@ def test_injected_subject_never_becomes_a_header_even_after_reserialising(case: 
 def test_header_values_from_other_fields_are_cleaned_too() -> None:
     data = build(
         list_name="Trending\r\nBcc: x@evil.test",
-        unsubscribe_url=LINKS.unsubscribe(1) + "\r\nBcc: y@evil.test",
+        unsubscribe_url=LINKS.unsubscribe(1, SALT) + "\r\nBcc: y@evil.test",
         message_id=LINKS.message_id(1, DAY) + "\nBcc: z@evil.test",
     ).data
 
