@@ -367,22 +367,6 @@ _STALE_STATISTICS = text(
 class PostgresStatements(OutboxStatements):
     """PostgreSQL: one round trip per claim and per planned batch."""
 
-    def candidates(self, day: date, batch_size: int) -> Any:
-        """The day's delivery looked up per subscriber in a LATERAL subquery: as a plain join
-        PostgreSQL merges with the outbox's key scanned from its start on the day alone, which
-        reads every earlier subscriber's deliveries (of every day) again for each batch."""
-        planned = (
-            select(DELIVERIES.c.id)
-            .where(DELIVERIES.c.subscriber_id == SubscriberRow.id, DELIVERIES.c.digest_date == day)
-            .limit(1)
-            .lateral("planned")
-        )
-        return _candidates(
-            planned.c.id.is_not(None),
-            lambda query: query.outerjoin(planned, true()),
-            batch_size,
-        )
-
     def refresh_statistics(self) -> None:
         """ANALYZE samples a fixed number of rows, so it costs a fraction of a second at any
         size; it runs only for the tables that need it."""
