@@ -194,13 +194,15 @@ class Planner:
                 weekly_reader = subscriber.frequency == Cadence.WEEKLY and choose_weekly
                 choose = choose_weekly if weekly_reader and choose_weekly else choose_daily
                 setup = setups.get(subscriber.id)
+                choices = chosen.get(subscriber.id)
                 if candidate.suppressed:
                     selection = Selection((), SkipReason.SUPPRESSED)
-                elif subscriber.id in chosen:
-                    choices = chosen[subscriber.id]
-                    selection = as_selection(choices)
-                    if choices.picks:
-                        reasons[subscriber.id] = [c.reason for c in choices.picks]
+                elif choices is not None:
+                    # Only the ids and reasons are written: no Pick is built per paper.
+                    if choices.papers:
+                        reasons[subscriber.id] = list(choices.reasons)
+                    planned.append(self._delivery(subscriber, day, choices, immediately))
+                    continue
                 elif setup is not None:  # exclude-words only: literal matching, minus those
                     pool = weekly if weekly_reader and weekly is not None else daily
                     everything = Selector(pool, self.taxonomy, len(pool))
@@ -211,16 +213,7 @@ class Planner:
                     )
                 else:
                     selection = choose(Interests.of(subscriber), sent.get(subscriber.id, ()))
-                planned.append(
-                    PlannedDelivery(
-                        subscriber_id=subscriber.id,
-                        status=DeliveryStatus.QUEUED if selection.picks else DeliveryStatus.SKIPPED,
-                        reason=selection.skip_reason,
-                        message_id=self.message_ids.message_id(subscriber.id, day),
-                        paper_ids=selection.paper_ids,
-                        due_at=None if immediately else self._due_at(subscriber, day),
-                    )
-                )
+                planned.append(self._delivery(subscriber, day, selection, immediately))
             # Reasons before their deliveries: a sender may claim a delivery the moment it is
             # written, and must find its reasons there. A racing planner chose the same papers
             # for the same reader; the first reasons written are kept.
@@ -291,6 +284,23 @@ class Planner:
             )
         )
 
+    def _delivery(
+        self,
+        subscriber: SubscriberRecord,
+        day: date,
+        selection: Selection | Choices,
+        immediately: bool,
+    ) -> PlannedDelivery:
+        paper_ids = selection.paper_ids
+        return PlannedDelivery(
+            subscriber_id=subscriber.id,
+            status=DeliveryStatus.QUEUED if paper_ids else DeliveryStatus.SKIPPED,
+            reason=selection.skip_reason,
+            message_id=self.message_ids.message_id(subscriber.id, day),
+            paper_ids=paper_ids,
+            due_at=None if immediately else self._due_at(subscriber, day),
+        )
+
     def _due(self, subscriber: SubscriberRecord, day: date) -> bool:
         return subscriber.frequency != Cadence.WEEKLY or weekly_due(
             day, subscriber.weekday, self.config.weekly_weekday
@@ -309,7 +319,10 @@ class Planner:
 
 def as_selection(choices: Choices) -> Selection:
     """Choices as the planner records them, each pick labelled with why it is there."""
-    picks = tuple(Pick(c.paper, (c.reason,) if c.reason else ()) for c in choices.picks)
+    picks = tuple(
+        Pick(paper, (reason,) if reason else ())
+        for paper, reason in zip(choices.papers, choices.reasons, strict=True)
+    )
     return Selection(picks, choices.skip_reason)
 
 

@@ -33,6 +33,9 @@ LEXICAL_WEIGHT = 0.3
 THRESHOLD = 0.35  # dev readers: the one wanting nothing in the pool peaks at 0.32
 LITERAL_BONUS = 0.10
 BATCH_SIZE = 1024
+# Readers whose reasons are computed together: their parts and picked papers' vectors are
+# copied into one array, kept to a few MB whatever the batch size.
+REASON_CHUNK = 128
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,12 +82,21 @@ class Choice:
 
 @dataclass(frozen=True)
 class Choices:
-    picks: tuple[Choice, ...]
-    skip_reason: SkipReason | None  # set exactly when picks is empty
+    """One reader's picks as parallel tuples: planning reads thousands of these per batch and
+    needs only the papers and reasons, so no object is built per pick unless asked for."""
+
+    papers: tuple[Paper, ...]
+    scores: tuple[float, ...]
+    reasons: tuple[str, ...]
+    skip_reason: SkipReason | None  # set exactly when papers is empty
+
+    @property
+    def picks(self) -> tuple[Choice, ...]:
+        return tuple(map(Choice, self.papers, self.scores, self.reasons))
 
     @property
     def paper_ids(self) -> list[str]:
-        return [choice.paper.id for choice in self.picks]
+        return [paper.id for paper in self.papers]
 
 
 def hybrid_scores(
@@ -101,38 +113,41 @@ def hybrid_scores(
 
 
 class _Memo:
-    """Per-day answers many readers share: literal matches per interest, exclusions per list."""
+    """Per-day answers many readers share, as rows of the day's papers: literal matches per
+    interest (with the reason each match gives), exclusions per list. Bounded like Selector's."""
 
-    def __init__(self, day: Day, taxonomy: Taxonomy) -> None:
+    def __init__(self, day: Day, taxonomy: Taxonomy, limit: int = 4096) -> None:
         self.day = day
         self.taxonomy = taxonomy
-        self.literal: dict[Interests, dict[int, tuple[str, ...]]] = {}
-        self.excluded: dict[tuple[str, ...], list[int]] = {}
+        self.limit = limit
+        self.literal: dict[Interests, tuple[npt.NDArray[np.bool_], dict[int, str]]] = {}
+        self.excluded: dict[tuple[str, ...], npt.NDArray[np.bool_]] = {}
 
-    def matches(self, interests: Interests) -> dict[int, tuple[str, ...]]:
+    def matches(self, interests: Interests) -> tuple[npt.NDArray[np.bool_], dict[int, str]]:
         found = self.literal.get(interests)
         if found is None:
-            found = {}
+            mask = np.zeros(len(self.day.papers), dtype=bool)
+            reasons: dict[int, str] = {}
             if not interests.everything:
                 for i, paper in enumerate(self.day.papers):
                     labels = match(paper, interests, self.taxonomy)
                     if labels:
-                        found[i] = labels
-            if len(self.literal) >= 4096:
+                        mask[i] = True
+                        reasons[i] = "matches " + ", ".join(labels)
+            if len(self.literal) >= self.limit:
                 self.literal.clear()
-            self.literal[interests] = found
+            found = self.literal[interests] = (mask, reasons)
         return found
 
-    def exclusions(self, words: tuple[str, ...]) -> list[int]:
+    def exclusions(self, words: tuple[str, ...]) -> npt.NDArray[np.bool_]:
         found = self.excluded.get(words)
         if found is None:
             pattern = keyword_pattern(words)
-            found = (
-                []
-                if pattern is None
-                else [i for i, text in enumerate(self.day.texts) if pattern.search(text)]
+            found = np.array(
+                [pattern is not None and bool(pattern.search(text)) for text in self.day.texts],
+                dtype=bool,
             )
-            if len(self.excluded) >= 4096:
+            if len(self.excluded) >= self.limit:
                 self.excluded.clear()
             self.excluded[words] = found
         return found
@@ -145,11 +160,32 @@ def sent_indices(day: Day, already_sent: Collection[str]) -> list[int]:
     return [i for i, paper in enumerate(day.papers) if paper.id in already_sent]
 
 
-def reason_for(profile: Profile, paper_vector: Vectors) -> str:
-    if not len(profile.parts):
+def nearest_parts(
+    profiles: Sequence[Profile], picked: npt.NDArray[np.float32]
+) -> npt.NDArray[np.intp]:
+    """For each reader and each of their picked papers (`picked`: readers x picks x dimension),
+    the index of the reader's part closest to the paper: every reason of a batch at once."""
+    most = max((len(p.parts) for p in profiles), default=0)
+    if not most:
+        return np.zeros(picked.shape[:2], dtype=np.intp)
+    parts = np.zeros((len(profiles), most, picked.shape[2]), dtype=np.float32)
+    absent = np.ones((len(profiles), most), dtype=bool)
+    for row, profile in enumerate(profiles):
+        count = len(profile.parts)
+        parts[row, :count] = profile.part_vectors
+        absent[row, :count] = False
+    similarity = np.matmul(parts, picked.transpose(0, 2, 1))  # readers x parts x picks
+    similarity[absent] = -np.inf
+    return np.asarray(similarity.argmax(axis=1), dtype=np.intp)
+
+
+def meaning_reason(parts: Sequence[str] | None, nearest: int) -> str:
+    """Why a paper chosen by meaning is there (None: no explanation asked for)."""
+    if parts is None:
+        return ""
+    if not parts:
         return "close to papers you liked"
-    nearest = int(np.argmax(profile.part_vectors @ paper_vector))
-    return f"close to your interest in \u201c{profile.parts[nearest]}\u201d"
+    return f"close to your interest in \u201c{parts[nearest]}\u201d"
 
 
 def select_many(
@@ -163,32 +199,28 @@ def select_many(
     batch_size: int = BATCH_SIZE,
     explain: bool = True,
 ) -> Iterator[Choices]:
-    """Each reader's picks, in the order the readers came; reads `readers` one batch at a time."""
+    """Each reader's picks, in the order the readers came; reads `readers` one batch at a time.
+
+    Everything but the last step is done for the whole batch as array operations; Python runs
+    per reader only to name the (at most `cap`) papers picked and why.
+    """
     memo = _Memo(day, taxonomy)
     size = len(day.papers)
+    papers = day.papers
     iterator = iter(readers)
     while batch := list(islice(iterator, batch_size)):
         if not size:
-            yield from (Choices((), SkipReason.NOTHING_RELEVANT) for _ in batch)
+            yield from (Choices((), (), (), SkipReason.NOTHING_RELEVANT) for _ in batch)
             continue
-        vectors = np.stack([r.profile.vector for r in batch])
-        queries = [r.profile.terms for r in batch]
-        cosine, scores = hybrid_scores(day, vectors, queries, lexical_weight)
-        relevant = cosine >= threshold
-        literal = np.zeros_like(relevant)
-        labels: list[dict[int, tuple[str, ...]]] = []
-        blocked_rows: list[int] = []
-        blocked_columns: list[int] = []
+        profiles = [r.profile for r in batch]
+        vectors = np.stack([p.vector for p in profiles])
+        cosine, scores = hybrid_scores(day, vectors, [p.terms for p in profiles], lexical_weight)
+        found = [memo.matches(r.interests) for r in batch]
+        literal = np.stack([mask for mask, _ in found])
+        wanted = (cosine >= threshold) | literal
         for row, reader in enumerate(batch):
-            found = memo.matches(reader.interests)
-            labels.append(found)
-            if found:
-                literal[row, list(found)] = True
-            for i in memo.exclusions(reader.exclude) if reader.exclude else ():
-                blocked_rows.append(row)
-                blocked_columns.append(i)
-        wanted = relevant | literal
-        wanted[blocked_rows, blocked_columns] = False
+            if reader.exclude:
+                wanted[row] &= ~memo.exclusions(reader.exclude)
         matched_any = np.asarray(wanted.any(axis=1), dtype=bool)
         for row, reader in enumerate(batch):
             if reader.already_sent:
@@ -196,23 +228,32 @@ def select_many(
         ranked = np.where(wanted, scores + literal_bonus * literal, -np.inf)
         # Papers are in popularity order and the sort is stable, so equal scores keep that order.
         order = np.argsort(-ranked, axis=1, kind="stable")[:, :cap]
-        counts = np.minimum(wanted.sum(axis=1), cap)
-        for row, reader in enumerate(batch):
-            count = int(counts[row])
+        counts = np.minimum(wanted.sum(axis=1), cap).tolist()
+        picked_scores = np.take_along_axis(scores, order, axis=1).tolist()
+        nearest: list[list[int]] = []
+        for first in range(0, len(batch), REASON_CHUNK) if explain else ():
+            chunk = slice(first, first + REASON_CHUNK)
+            nearest.extend(nearest_parts(profiles[chunk], day.vectors[order[chunk]]).tolist())
+        if not explain:
+            nearest = [[0] * order.shape[1]] * len(batch)
+        for row, (profile, count) in enumerate(zip(profiles, counts, strict=True)):
             if not count:
                 reason = SkipReason.NOTHING_NEW if matched_any[row] else SkipReason.NOTHING_RELEVANT
-                yield Choices((), reason)
+                yield Choices((), (), (), reason)
                 continue
-            picks = []
-            for i in order[row, :count].tolist():
-                if i in labels[row]:
-                    why = "matches " + ", ".join(labels[row][i])
-                elif explain:
-                    why = reason_for(reader.profile, day.vectors[i])
-                else:
-                    why = ""
-                picks.append(Choice(day.papers[i], float(scores[row, i]), why))
-            yield Choices(tuple(picks), None)
+            picks = order[row, :count].tolist()
+            labels = found[row][1]
+            parts = profile.parts if explain else None
+            why = [
+                labels[i] if i in labels else meaning_reason(parts, part)
+                for i, part in zip(picks, nearest[row], strict=False)
+            ]
+            yield Choices(
+                tuple([papers[i] for i in picks]),
+                tuple(picked_scores[row][:count]),
+                tuple(why),
+                None,
+            )
 
 
 def select(
