@@ -17,6 +17,7 @@ from pathlib import Path
 from newsletter.capture import CaptureHandler, CaptureServer
 from newsletter.config import DEMO_SECRET_KEY, load_settings
 from newsletter.errors import NewsletterError
+from newsletter.relevance.state import ReaderWords
 from newsletter.root import Newsletter, SendReport
 from newsletter.states import DeliveryStatus
 
@@ -29,6 +30,12 @@ DEMO_SUBSCRIBERS: list[tuple[str, list[str], list[str]]] = [
     ("barbara@example.org", [], []),  # no interests: the day's top papers
     ("edsger@example.org", [], ["database", "query"]),
 ]
+# A reader who only says, in their own words, what they work on: chosen by meaning.
+DEMO_READER = (
+    "marie@example.org",
+    "I keep large models training and serving on many GPUs: memory offloading, overlapping "
+    "communication with compute, surviving failed machines.",
+)
 
 
 def sample_days() -> list[tuple[date, Path]]:
@@ -73,7 +80,9 @@ def run_demo(workdir: Path, echo: Callable[[str], None] = print) -> DemoResult:
             echo(f"database   {workdir / 'newsletter.db'}")
             echo(f"smtp       capture server on 127.0.0.1:{server.port}")
             for email, topics, keywords in DEMO_SUBSCRIBERS:
-                newsletter.store.subscribers.upsert(email, topics, keywords)
+                newsletter.subscriptions.add(email, topics, keywords)
+            reader, about = DEMO_READER
+            newsletter.subscriptions.add(reader, [], [], ReaderWords(about=about))
             days = sample_days()
             reports = []
             for day, path in days:

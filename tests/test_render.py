@@ -15,6 +15,7 @@ import pytest
 import newsletter.render.digest as digest_module
 from newsletter.render import RenderedDigest
 from newsletter.root import Newsletter
+from newsletter.selection import Interests, Pick
 from tests.conftest import SAMPLE_DATA
 from tests.fixtures import shapes
 from tests.fixtures.hostile import (
@@ -353,3 +354,19 @@ def test_hugging_face_papers_keep_their_votes_and_page(app: Newsletter, tmp_path
     digest = app.preview(READER, SAMPLE_DAY)
     assert "most upvoted" in digest.text and "▲ " in digest.text
     assert "https://huggingface.co/papers/" in digest.html
+
+
+def test_the_intro_says_when_the_readers_own_words_chose_the_papers(app: Newsletter) -> None:
+    renderer = app.composer.renderer
+    app.fetch(SAMPLE_DAY, str(SAMPLE_DATA / f"{SAMPLE_DAY}.json"))
+    picks = [Pick(paper, ()) for paper in app.store.papers.day_papers(SAMPLE_DAY)[:2]]
+    by_meaning = ["close to your interest in “serving models”", "matches “serving”"]
+
+    assert renderer.intro(Interests(), picks, by_meaning) == (
+        "2 new papers close to what you work on, the closest first."
+    )
+    assert renderer.intro(Interests(keywords=("serving",)), picks, by_meaning) == (
+        "2 new papers on “serving” or close to what you work on."
+    )
+    # Literal matches alone say nothing about meaning: the wording is the usual one.
+    assert renderer.intro(Interests(), picks, ["matches “serving”", ""]).startswith("Today's 2")

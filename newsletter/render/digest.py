@@ -86,9 +86,18 @@ class DigestRenderer:
         self._html: Template = html_env.from_string(compile_mjml(templates_dir / "digest.mjml"))
         self._text: Template = text_env.get_template("digest.txt.j2")
 
-    def intro(self, interests: Interests, picks: Sequence[Pick]) -> str:
+    def intro(
+        self, interests: Interests, picks: Sequence[Pick], reasons: Sequence[str] = ()
+    ) -> str:
+        """The line under the headline: what the papers are and in what order. `reasons` are
+        the planner's; any by meaning says the reader's own words chose (and ordered) them."""
         count = len(picks)
         noun = "paper" if count == 1 else "papers"
+        if any(shown_reason(reason) for reason in reasons):
+            if interests.everything:
+                return f"{count} new {noun} close to what you work on, the closest first."
+            names = self._interest_names(interests)
+            return f"{count} new {noun} on {names} or close to what you work on."
         if interests.everything:
             # Votes are the order only when there are any: an arXiv-only day has none.
             if any(pick.paper.upvotes for pick in picks):
@@ -96,11 +105,14 @@ class DigestRenderer:
             else:
                 order = f"Today's first {count} {noun}, in the order they were listed"
             return f"{order}, none of which you have seen here before."
+        return f"{count} new {noun} on {self._interest_names(interests)}."
+
+    def _interest_names(self, interests: Interests) -> str:
         names = [
             self.taxonomy.by_slug[s].name for s in interests.topics if s in self.taxonomy.by_slug
         ]
         names += [f"“{k}”" for k in interests.keywords]
-        return f"{count} new {noun} on {', '.join(names)}."
+        return ", ".join(names)
 
     def personal(self, subscriber_id: int, salt: str, email: str, day: date) -> dict[str, str]:
         """The context entries that are the subscriber's own (see PERSONAL_FIELDS); `salt` is
@@ -158,7 +170,7 @@ class DigestRenderer:
             "newsletter_name": self.newsletter_name,
             "day_label": day_label(day),
             "headline": "Trending papers for you" if papers else "Nothing new today",
-            "intro": self.intro(interests, picks),
+            "intro": self.intro(interests, picks, why),
             "papers": papers,
             "archive_url": self.links.archive(day),
         }
@@ -197,8 +209,8 @@ class CachedRenderer:
         """The shared digest for these picks, or None when substitution cannot be trusted."""
         if not self.size:
             return None
-        intro = self.renderer.intro(interests, picks)
         shown = tuple(shown_reason(r) for r in reasons)
+        intro = self.renderer.intro(interests, picks, shown)
         key = (day, intro, tuple((p.paper.id, p.matched) for p in picks), shown)
         found = self._cache.get(key)
         if found is not None:
