@@ -22,7 +22,7 @@ def main() -> None:
     chromium = sys.argv[1] if len(sys.argv) > 1 else "/usr/bin/chromium"
     with tempfile.TemporaryDirectory() as tmp:
         result = run_demo(Path(tmp) / "demo", echo=lambda _line: None)
-        page_file = result.workdir / "mail" / "20260212" / "ada_at_example.org.html"
+        page_file = result.workdir / "mail" / "20260211" / "marie_at_example.org.html"
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             for name, width, height in (("phone", 390, 1400), ("desktop", 900, 1100)):
