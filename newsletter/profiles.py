@@ -9,11 +9,11 @@ it again, so the model runs on new papers and changed readers, never on the whol
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from json.encoder import encode_basestring_ascii
 from typing import Protocol, cast
 
 import numpy as np
@@ -35,6 +35,9 @@ from newsletter.relevance.state import FeedbackRecord, StoredProfile
 from newsletter.topics import Taxonomy
 
 log = logging.getLogger(__name__)
+
+# json.dumps's own encoder for str (ensure_ascii), so the key is byte for byte what it wrote.
+_json_string = encode_basestring_ascii
 
 # Vectors of texts embedded in this process, so that re-fetching a day or planning it right
 # after fetching does not run the model again. Bounded: a few days of papers.
@@ -82,8 +85,17 @@ class ReaderSetup:
 
 
 def words_key(words: Words) -> str:
-    """What a profile was computed from; any change to it means computing it again."""
-    data = json.dumps([words.about, list(words.topics), list(words.keywords)])
+    """What a profile was computed from; any change to it means computing it again.
+
+    The SHA-256 of json.dumps([about, topics, keywords]), the stored format, written out with
+    json's own string encoder: planning checks every profile reader's key, and json.dumps
+    builds an encoder per call, which cost more than the hash.
+    """
+    data = "[{}, [{}], [{}]]".format(
+        _json_string(words.about),
+        ", ".join(map(_json_string, words.topics)),
+        ", ".join(map(_json_string, words.keywords)),
+    )
     return hashlib.sha256(data.encode()).hexdigest()
 
 

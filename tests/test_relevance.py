@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -10,6 +12,7 @@ import numpy as np
 import pytest
 
 from newsletter.papers import Paper
+from newsletter.profiles import words_key
 from newsletter.relevance.embedding import (
     DIMENSION,
     MODEL_ID,
@@ -116,6 +119,33 @@ def test_bm25_ranks_the_paper_that_uses_the_words(papers: list[Paper]) -> None:
     many = index.scores_many([query_terms("rectified flow"), (), query_terms("straggler")])
     assert np.allclose(many[0], index.scores(query_terms("rectified flow")))
     assert not many[1].any()
+
+
+def test_bm25_of_many_queries_is_each_query_alone(papers: list[Paper]) -> None:
+    index = Bm25.of_papers(papers)
+    queries = [
+        query_terms("rectified flow image editing"),
+        (),
+        ("zebra",),
+        ("flow", "flow", "edit"),  # a repeated term counts once, as in `scores`
+        query_terms("straggler mitigation gradient coding"),
+    ]
+    many = index.scores_many(queries)
+    assert many.shape == (len(queries), len(papers)) and many.dtype == np.float32
+    for row, query in zip(many, queries, strict=True):
+        assert np.allclose(row, index.scores(query), atol=1e-6)
+    assert index.scores_many([]).shape == (0, len(papers))
+
+
+def test_words_key_is_the_stored_format() -> None:
+    # Profiles are stored with this key: a different format would recompute every one.
+    for words in [
+        Words(),
+        Words('I study "robot" learning\n\u2014 VLA \u2192 \U0001f916', ("robotics",), ("vla",)),
+        Words("", ("a", "b\\c"), ("\x00", "caf\u00e9")),
+    ]:
+        data = json.dumps([words.about, list(words.topics), list(words.keywords)])
+        assert words_key(words) == hashlib.sha256(data.encode()).hexdigest()
 
 
 def test_a_reworded_interest_finds_its_papers(model: MiniLM, day: Day, taxonomy: Taxonomy) -> None:

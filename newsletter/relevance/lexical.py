@@ -13,6 +13,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 import numpy.typing as npt
@@ -98,16 +99,23 @@ class Bm25:
         return self.weights[ids].sum(axis=0)
 
     def scores_many(self, queries: Sequence[Sequence[str]]) -> npt.NDArray[np.float32]:
-        """(queries x papers) BM25 for many readers at once, as one product."""
-        rows: list[int] = []
-        columns: list[int] = []
-        for row, query in enumerate(queries):
-            ids = self.term_ids(query)
-            rows.extend([row] * len(ids))
-            columns.extend(ids)
-        hits = np.zeros((len(queries), len(self.vocabulary)), dtype=np.float32)
-        hits[rows, columns] = 1.0
-        return hits @ self.weights
+        """(queries x papers) BM25 for many readers at once: the weight rows of every query's
+        terms gathered in one go and summed per query, with no readers x vocabulary matrix."""
+        vocabulary = self.vocabulary
+        ids = [
+            dict.fromkeys(i for t in query if (i := vocabulary.get(t)) is not None)
+            for query in queries
+        ]
+        lengths = np.fromiter(map(len, ids), dtype=np.intp, count=len(ids))
+        out = np.zeros((len(queries), self.size), dtype=np.float32)
+        if not lengths.any():
+            return out
+        flat = np.fromiter(chain.from_iterable(ids), dtype=np.intp, count=int(lengths.sum()))
+        starts = np.cumsum(lengths) - lengths
+        hit = lengths > 0
+        # reduceat sums [start, next start) per row; rows with no term are skipped, not summed.
+        out[hit] = np.add.reduceat(self.weights[flat], starts[hit], axis=0)
+        return out
 
 
 def normalized(scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:

@@ -39,7 +39,9 @@ def to_bytes(vectors: Vectors) -> bytes:
 
 
 def from_bytes(data: bytes, rows: int | None = None) -> Vectors:
-    flat = np.frombuffer(data, dtype=_FLOAT32).astype(np.float32)
+    """A read-only view of the stored bytes, not a copy: planning decodes three vectors per
+    reader, and nothing writes into a stored vector (a profile that moves is a new array)."""
+    flat: Vectors = np.frombuffer(data, dtype=_FLOAT32)
     return flat if rows is None else flat.reshape(rows, -1)
 
 
