@@ -1,6 +1,7 @@
 """Planning a day for N readers with profiles vs keyword-only, through the real Planner and store.
 
     python -m bench.planning_relevance [--readers N] [--database sqlite|postgresql] [--repeat R]
+                                       [--only-full]
 
 The throughput bench's data set (bench.throughput.populate: the bundled days as one list of
 papers, readers with topics and keywords picked at random), planned with `Newsletter.plan` in a
@@ -8,8 +9,10 @@ fresh process per run. "keywords": the readers as they are, chosen for literally
 every reader also wrote what they works on (one of the labelled set's interests), with the
 profile stored as planning would have stored it, so a run measures selection (stored profiles
 read per batch, one matrix product per batch, reasons written), not the model; the day's papers
-carry their vectors as a fetch would have left them. Figures are medians of R runs, with each
-run's peak RSS, also at N/10 to show memory does not grow with the number of readers.
+carry their vectors as a fetch would have left them. Both data sets are built first and then
+planned alternately, so the ratio is measured under the same load; figures are medians of R runs,
+with each run's peak RSS, also at N/10 (unless --only-full) to show memory does not grow with the
+number of readers.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from bench.throughput import (
     DAY,
@@ -37,6 +40,8 @@ from bench.throughput import (
     settings_for,
     vm_hwm_mb,
 )
+
+MODES = ("keywords", "profiles")
 
 
 def add_profiles(url: str) -> int:
@@ -135,35 +140,49 @@ def plan_in_child(url: str) -> dict[str, float]:
     return dict(json.loads(out.strip().splitlines()[-1]))
 
 
-def measure(database: str, readers: int, mode: str, repeat: int, pg_base: str) -> dict[str, float]:
-    pg = PgDatabase(pg_base) if database == "postgresql" else None
-    folder = Path(tempfile.mkdtemp(prefix="bench-relevance-plan-"))
-    url = pg.url if pg else f"sqlite:///{folder / 'bench.db'}"
-    try:
-        populate(url, readers, 0)
-        if mode == "profiles":
-            add_profiles(url)
-        else:  # the same vectors stored, so the two data sets differ only in the readers
-            from newsletter.root import Newsletter
+def prepare(url: str, readers: int, mode: str) -> None:
+    populate(url, readers, 0)
+    if mode == "profiles":
+        add_profiles(url)
+    else:  # the same vectors stored, so the two data sets differ only in the readers
+        from newsletter.root import Newsletter
 
-            app = Newsletter(settings_for(url, 25, "pipelined", 1))
-            app.profiles.vectors(day_list())
-            app.close()
-        samples = []
+        app = Newsletter(settings_for(url, 25, "pipelined", 1))
+        app.profiles.vectors(day_list())
+        app.close()
+
+
+def measure(database: str, readers: int, repeat: int, pg_base: str) -> dict[str, dict[str, Any]]:
+    """Both modes' data sets built first, then planned in turn (keywords, profiles, keywords,
+    ...), so a busy spell on a shared machine falls on both rather than on one."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-relevance-plan-"))
+    databases: dict[str, PgDatabase | None] = {}
+    urls: dict[str, str] = {}
+    samples: dict[str, list[dict[str, float]]] = {mode: [] for mode in MODES}
+    try:
+        for mode in MODES:
+            pg = databases[mode] = PgDatabase(pg_base) if database == "postgresql" else None
+            urls[mode] = pg.url if pg else f"sqlite:///{folder / f'{mode}.db'}"
+            prepare(urls[mode], readers, mode)
         for attempt in range(repeat):
-            if attempt:
-                forget_day(url)
-            samples.append(plan_in_child(url))
+            for mode in MODES:
+                if attempt:
+                    forget_day(urls[mode])
+                samples[mode].append(plan_in_child(urls[mode]))
     finally:
-        if pg:
-            pg.drop()
+        for pg in databases.values():
+            if pg:
+                pg.drop()
         shutil.rmtree(folder, ignore_errors=True)
     return {
-        "seconds": statistics.median(s["seconds"] for s in samples),
-        "rss_mb": max(s["rss_mb"] for s in samples),
-        "queued": samples[-1]["queued"],
-        "skipped": samples[-1]["skipped"],
-        "runs": [round(s["seconds"], 2) for s in samples],  # type: ignore[dict-item]
+        mode: {
+            "seconds": statistics.median(s["seconds"] for s in runs),
+            "rss_mb": max(s["rss_mb"] for s in runs),
+            "queued": runs[-1]["queued"],
+            "skipped": runs[-1]["skipped"],
+            "runs": [round(s["seconds"], 2) for s in runs],
+        }
+        for mode, runs in samples.items()
     }
 
 
@@ -175,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument(
+        "--only-full", action="store_true", help="skip the run at N/10 (memory against N)"
+    )
+    parser.add_argument(
         "--postgres-url", default=os.environ.get("NEWSLETTER_BENCH_POSTGRES_URL", PG_DEFAULT)
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -182,19 +204,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         child(args.child)
         return 0
-    results = {}
-    for n in (args.readers // 10, args.readers):
-        for mode in ("keywords", "profiles"):
-            r = measure(args.database, n, mode, args.repeat, args.postgres_url)
-            results[(n, mode)] = r
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    sizes = (args.readers,) if args.only_full else (args.readers // 10, args.readers)
+    for n in sizes:
+        results = measure(args.database, n, args.repeat, args.postgres_url)
+        for mode, r in results.items():
             print(
                 f"{args.database:<10} N={n:<7} {mode:<8}: plan {r['seconds']:.2f}s "
                 f"(runs {r['runs']}), peak RSS {r['rss_mb']:.0f} MB, "
                 f"queued {int(r['queued'])}, skipped {int(r['skipped'])}",
                 flush=True,
             )
-        ratio = results[(n, "profiles")]["seconds"] / results[(n, "keywords")]["seconds"]
-        print(f"    N={n}: profiles / keywords = {ratio:.2f}x (target at most 1.5x)", flush=True)
+        ratio = results["profiles"]["seconds"] / results["keywords"]["seconds"]
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        print(
+            f"    N={n}: profiles / keywords = {ratio:.2f}x (target at most 1.5x); "
+            f"load average {load}",
+            flush=True,
+        )
     return 0
 
 

@@ -12,14 +12,15 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
+from functools import partial
 from itertools import chain
+from operator import is_not
 
 import numpy as np
 import numpy.typing as npt
-import snowballstemmer
 
 from newsletter.papers import Paper
+from newsletter.topics import _stem as topics_stem
 
 K1 = 1.5
 B = 0.75
@@ -37,12 +38,10 @@ STOP_WORDS = frozenset(
     yours using use used via based new novel approach paper propose proposed show work
     """.split()  # noqa: SIM905
 )
-_stemmer = snowballstemmer.stemmer("english")
-
-
-@lru_cache(maxsize=262144)
-def _stem(word: str) -> str:
-    return str(_stemmer.stemWord(word))
+# Keyword matching's memoised Snowball stemmer (the same "english" algorithm), so a paper's
+# words are stemmed once per process for both: the pure-Python stemmer is the dearest part of
+# preparing a day.
+_stem = topics_stem
 
 
 def terms(text: str) -> list[str]:
@@ -101,11 +100,9 @@ class Bm25:
     def scores_many(self, queries: Sequence[Sequence[str]]) -> npt.NDArray[np.float32]:
         """(queries x papers) BM25 for many readers at once: the weight rows of every query's
         terms gathered in one go and summed per query, with no readers x vocabulary matrix."""
-        vocabulary = self.vocabulary
-        ids = [
-            dict.fromkeys(i for t in query if (i := vocabulary.get(t)) is not None)
-            for query in queries
-        ]
+        known = self.vocabulary.get
+        present = partial(is_not, None)  # ids start at 0: only unknown terms (None) go
+        ids = [dict.fromkeys(filter(present, map(known, query))) for query in queries]
         lengths = np.fromiter(map(len, ids), dtype=np.intp, count=len(ids))
         out = np.zeros((len(queries), self.size), dtype=np.float32)
         if not lengths.any():
