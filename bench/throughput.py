@@ -507,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="send with the shipped defaults (processes and connections chosen from this "
         "machine, default client and messages per connection) instead of the tuned settings; "
-        f"prints the share of the ceiling against the target of {DEFAULTS_TARGET:.0%%}",
+        f"prints the share of the ceiling against the target of {DEFAULTS_TARGET * 100:.0f}%%",
     )
     parser.add_argument(
         "--repeat", type=int, default=3, help="sends per configuration; figures are medians"
