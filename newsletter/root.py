@@ -20,8 +20,10 @@ from newsletter.fetching import Fetcher, FetchReport
 from newsletter.links import Links
 from newsletter.planning import Planner, PlanningConfig, PlanReport
 from newsletter.profiles import Profiles
+from newsletter.records import SubscriberRecord
 from newsletter.relevance.embedding import default_embedder
 from newsletter.render import RenderedDigest
+from newsletter.selection import Selection
 from newsletter.send.engine import DeliveryLoop, DeliveryPolicy, DrainReport
 from newsletter.send.factory import sender_from_settings
 from newsletter.send.senders import Sender
@@ -194,36 +196,35 @@ class Newsletter:
 
     def why_no_digest(self, email: str, day: date) -> SkipReason | None:
         """Why `email` gets (or got) no digest for `day`; None when they get one."""
-        subscriber = self.store.subscribers.by_email(email)
-        if subscriber is None:
-            raise NewsletterError(f"no subscriber {email}")
+        subscriber = self._subscriber(email)
         for delivery in self.store.reports.deliveries_for(email):
             if delivery.digest_date == day:
                 if delivery.status == DeliveryStatus.SKIPPED and delivery.reason:
                     return SkipReason(delivery.reason)
                 return None
-        ranked = self.planner.day_papers(day)
-        sent = self.store.outbox.already_sent([subscriber.id], [p.id for p in ranked])
-        return self.planner.selection_for(
-            subscriber, ranked, sent.get(subscriber.id, set())
-        ).skip_reason
+        return self._would_select(subscriber, day).skip_reason
 
     def preview(self, email: str, day: date) -> RenderedDigest:
         """The digest `email` gets (or would get) for `day`, without recording anything."""
-        subscriber = self.store.subscribers.by_email(email)
-        if subscriber is None:
-            raise NewsletterError(f"no subscriber {email}")
+        subscriber = self._subscriber(email)
         planned = self.store.outbox.delivery_for(subscriber.id, day)
         if planned is not None and planned.paper_ids:
             papers = self.composer.papers(planned.paper_ids)
         else:
-            ranked = self.planner.day_papers(day)
-            sent = self.store.outbox.already_sent([subscriber.id], [p.id for p in ranked])
-            selection = self.planner.selection_for(
-                subscriber, ranked, sent.get(subscriber.id, set())
-            )
-            papers = [pick.paper for pick in selection.picks]
+            papers = [pick.paper for pick in self._would_select(subscriber, day).picks]
         return self.composer.render(subscriber, day, papers)
+
+    def _subscriber(self, email: str) -> SubscriberRecord:
+        subscriber = self.store.subscribers.by_email(email)
+        if subscriber is None:
+            raise NewsletterError(f"no subscriber {email}")
+        return subscriber
+
+    def _would_select(self, subscriber: SubscriberRecord, day: date) -> Selection:
+        """What planning `day` now would choose for `subscriber` (nothing is recorded)."""
+        ranked = self.planner.day_papers(day)
+        sent = self.store.outbox.already_sent([subscriber.id], [p.id for p in ranked])
+        return self.planner.selection_for(subscriber, ranked, sent.get(subscriber.id, set()))
 
 
 def _drain_in_helper(settings: Settings, demo: bool, share: int) -> DrainReport:
