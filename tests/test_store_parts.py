@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -133,3 +134,29 @@ def test_a_delivery_from_planning_to_the_reports(store: Store) -> None:
         "y@example.org": ("failed", "recipient_rejected"),
     }
     assert store.reports.metrics()["queue_due"] == 0
+
+
+def test_sqlite_logs_a_sent_delivery_by_its_key_not_by_reading_every_sent_one(
+    tmp_path: Path,
+) -> None:
+    """Recording one send must not read the day's (and every earlier day's) sent deliveries:
+    the sent log's INSERT looks each marked delivery up by its primary key."""
+    from sqlalchemy import text
+
+    from newsletter.store.outbox_sql import _LOG_SENT_SQLITE
+
+    store = Store(f"sqlite:///{tmp_path}/plan.db")
+    store.upgrade()
+    try:
+        with store.connection() as c:
+            plan = [
+                row[3]
+                for row in c.execute(
+                    text("EXPLAIN QUERY PLAN " + _LOG_SENT_SQLITE.text),
+                    {"ids": "[1, 2]", "sent": DeliveryStatus.SENT},
+                )
+            ]
+    finally:
+        store.close()
+    deliveries = [step for step in plan if " d " in f" {step} "]
+    assert deliveries == ["SEARCH d USING INTEGER PRIMARY KEY (rowid=?)"], plan

@@ -289,6 +289,20 @@ class OutboxStatements:
         regardless)."""
 
 
+# CROSS JOIN fixes SQLite's join order: the marked ids first, each delivery by its key. Left to
+# choose, SQLite read every delivery with status 'sent' through ix_deliveries_due and kept those
+# in the list, so each record cost more than the one before it: the whole day's, and every
+# earlier day's, sent rows (3 ms a record at 20,000 subscribers, and growing).
+_LOG_SENT_SQLITE = text(
+    "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) "
+    "SELECT d.subscriber_id, p.value, d.id FROM json_each(:ids) AS marked "
+    "CROSS JOIN deliveries AS d ON d.id = marked.value "
+    "CROSS JOIN json_each(d.paper_ids) AS p "
+    "WHERE d.status = :sent "
+    "ON CONFLICT (paper_id, subscriber_id) DO NOTHING"
+)
+
+
 class SQLiteStatements(OutboxStatements):
     """SQLite: no UPDATE inside a WITH, no FOR UPDATE; json_each expands paper lists."""
 
@@ -336,16 +350,7 @@ class SQLiteStatements(OutboxStatements):
         lists in the database (json_each), in the same transaction."""
         with self._db.single_statement() as c:
             c.execute(MARK_SENT, {"ids": ids, "now": now})
-            c.execute(
-                text(
-                    "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) "
-                    "SELECT d.subscriber_id, p.value, d.id FROM deliveries AS d, "
-                    "json_each(d.paper_ids) AS p "
-                    "WHERE d.id IN (SELECT value FROM json_each(:ids)) AND d.status = :sent "
-                    "ON CONFLICT (paper_id, subscriber_id) DO NOTHING"
-                ),
-                {"ids": json.dumps(ids), "sent": DeliveryStatus.SENT},
-            )
+            c.execute(_LOG_SENT_SQLITE, {"ids": json.dumps(ids), "sent": DeliveryStatus.SENT})
 
 
 # Tables planning reads with more rows changed since their last ANALYZE than a tenth of them.
