@@ -90,10 +90,18 @@ def _address(value: str) -> tuple[str, str]:
     return formataddr((name, address), charset="utf-8"), address
 
 
+# A line that binascii made 77 or 78 characters long: it encodes a blank before a line break
+# ("=20") without checking the length, and RFC 2045 allows 76.
+_OVERLONG_BLANK = re.compile(rb"^([^\n]{74,75})(=20|=09)$", re.MULTILINE)
+
+
 def quoted_printable(text: str) -> bytes:
-    """QP with CRLF line ends; lines stay under 76 chars however long the HTML line is."""
+    """QP with CRLF line ends; lines stay within 76 chars however long the HTML line is."""
     normalised = text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")
-    return binascii.b2a_qp(normalised, quotetabs=False, istext=True).replace(b"\n", CRLF)
+    encoded = binascii.b2a_qp(normalised, quotetabs=False, istext=True)
+    if b" \n" in normalised or b"\t\n" in normalised:
+        encoded = _OVERLONG_BLANK.sub(rb"\1=\n\2", encoded)
+    return encoded.replace(b"\n", CRLF)
 
 
 def dot_stuffed_lines(qp: bytes) -> bytes:
@@ -104,102 +112,83 @@ def dot_stuffed_lines(qp: bytes) -> bytes:
     return b"." + stuffed if stuffed.startswith(b".") else stuffed
 
 
-@dataclass(frozen=True, slots=True)
-class _Personal:
-    text: str  # whole lines (or the rest of one) holding placeholder tokens
-    tokens: tuple[str, ...]  # the tokens it holds
-
-
 class EncodedText:
-    """Quoted-printable text encoded once, except the few places holding placeholder tokens.
+    """Quoted-printable text encoded once, with each message's values spliced in.
 
-    Quoted-printable encodes each line on its own (soft breaks never cross a line end), so the
-    lines without a token are encoded here once. A line with a token is encoded per message,
-    but only from the last soft break well before its first token: MJML puts whole blocks of
-    markup on one line, and re-encoding a 3 KB line for every subscriber cost more than the
-    rest of composing the message. Adjacent personal lines are encoded together.
+    Every placeholder token is cut out of the text, and the text between tokens is encoded
+    here, once, each piece as if it started a line. A soft line break ("=" CRLF, which the
+    reader removes) ends each piece that a token follows and each value, so every piece and
+    every value starts at column 0 whatever came before it: the per-message work is encoding
+    the few distinct values and joining bytes. Before the values were spliced, a line with a
+    token was re-encoded per message from its token on, and MJML puts whole blocks of markup on
+    one line: twenty "more / less like this" links made that most of the HTML part.
 
-    `encode(values)` returns exactly `quoted_printable(text with values filled)`, and the same
-    dot-stuffed for SMTP: the static pieces are stuffed here once, because scanning a whole
-    30 KB message for lines starting with "." cost more per message than encoding it.
+    `encode(values)` returns quoted-printable that decodes to the text with `values` filled
+    in (its soft breaks differ from encoding that text in one go), and the same dot-stuffed
+    for SMTP: the static pieces are stuffed here once, because scanning a whole 30 KB message
+    for lines starting with "." cost more per message than encoding it.
     """
 
     def __init__(self, text: str, tokens: Iterable[str]) -> None:
         normalised = text.replace("\r\n", "\n").replace("\r", "\n")
-        tokens = tuple(tokens)
-        pieces: list[bytes | str] = []
-        static: list[str] = []
-        for line in _lines(normalised):
-            first = min((i for token in tokens if (i := line.find(token)) >= 0), default=-1)
-            if first < 0:
-                static.append(line)
-                continue
-            head, personal = _split_before(line, first)
-            encoded = quoted_printable("".join(static)) + head
-            static = []
+        tokens = tuple(t for t in dict.fromkeys(tokens) if t)
+        pattern = re.compile("|".join(re.escape(t) for t in tokens)) if tokens else None
+        parts = pattern.split(normalised) if pattern else [normalised]
+        found = pattern.findall(normalised) if pattern else []
+        # The static pieces in order, each token's places left empty for its value.
+        self._plain: list[bytes] = []
+        self._wire: list[bytes] = []
+        self.places: list[tuple[int, str]] = []  # (index in the pieces, token)
+        for index, part in enumerate(parts):
+            last = index == len(parts) - 1
+            encoded = quoted_printable(part) if last else _line_start_piece(part)
             if encoded:
-                pieces.append(encoded)
-            if pieces and isinstance(pieces[-1], str):
-                pieces[-1] += personal
-            else:
-                pieces.append(personal)
-        if static:
-            pieces.append(quoted_printable("".join(static)))
-        self.segments: list[tuple[bytes, bytes] | _Personal] = [
-            (piece, dot_stuffed_lines(piece))
-            if isinstance(piece, bytes)
-            else _Personal(piece, tuple(t for t in tokens if t in piece))
-            for piece in pieces
-        ]
+                self._plain.append(encoded)
+                self._wire.append(dot_stuffed_lines(encoded))
+            if not last:
+                self.places.append((len(self._plain), found[index]))
+                self._plain.append(b"")
+                self._wire.append(b"")
 
     def encode(self, values: dict[str, str]) -> tuple[bytes, bytes]:
         """(the encoded text, the same dot-stuffed) with `values` in place of their tokens."""
-        plain: list[bytes] = []
-        wire: list[bytes] = []
-        for segment in self.segments:
-            if isinstance(segment, tuple):
-                plain.append(segment[0])
-                wire.append(segment[1])
-                continue
-            text = segment.text
-            for token in segment.tokens:
-                text = text.replace(token, values[token])
-            encoded = quoted_printable(text)
-            plain.append(encoded)
-            wire.append(dot_stuffed_lines(encoded))
+        plain = self._plain.copy()
+        wire = self._wire.copy()
+        spliced: dict[str, tuple[bytes, bytes]] = {}
+        for index, token in self.places:
+            value = spliced.get(token)
+            if value is None:
+                value = spliced[token] = _spliced_value(values[token])
+            plain[index], wire[index] = value
         return b"".join(plain), b"".join(wire)
 
 
-def _lines(text: str) -> list[str]:
-    """The lines of `text`, each with its "\n". Only "\n" ends a line for quoted-printable and
-    SMTP; str.splitlines also breaks at form feeds, U+2028 and others, which feed text may
-    carry, and a piece cut there would start mid-line."""
-    parts = text.split("\n")
-    lines = [part + "\n" for part in parts[:-1]]
-    if parts[-1]:
-        lines.append(parts[-1])
-    return lines
+# What quoted-printable leaves as it is on one line: printable ASCII but "=", at most 75 of
+# them (room for the soft break). A link or a plain address always is.
+_VERBATIM = re.compile("[ -<>-~]{1,75}")
 
 
-def _split_before(line: str, end: int) -> tuple[bytes, str]:
-    """Split `line` into the encoded lines that do not depend on anything from `end` on, and
-    the text after them, so that head + quoted_printable(rest) == quoted_printable(line).
+def _spliced_value(value: str) -> tuple[bytes, bytes]:
+    """A value's piece for EncodedText.encode, and the same dot-stuffed."""
+    if _VERBATIM.fullmatch(value):  # the common case, without the encoder
+        encoded = value.encode("ascii") + b"=" + CRLF
+        return encoded, (b"." + encoded if value[0] == "." else encoded)
+    encoded = _line_start_piece(value)
+    return encoded, dot_stuffed_lines(encoded)
 
-    The encoder's state at the start of an encoded line is just "column 0", and its choices
-    look one character ahead, so every encoded line of line[:end] but the last two is the same
-    whatever follows. They must end on a whole character (a soft break may fall inside a UTF-8
-    sequence), else nothing is split off.
+
+def _line_start_piece(text: str) -> bytes:
+    """`text` quoted-printable encoded from column 0 and ended so that whatever follows starts
+    a line of its own: with a soft break unless it ends with a line break already.
+
+    The encoder is given one more character, "x", so that it treats the end of `text` as the
+    middle of a line: it encodes a trailing blank only at the real end of data, and it leaves
+    the last character on its line even at column 76, which one more "=" would overflow.
     """
-    lines = quoted_printable(line[:end]).split(b"=\r\n")
-    if len(lines) < 3:
-        return b"", line
-    head = b"=\r\n".join(lines[:-2]) + b"=\r\n"
-    consumed = len(binascii.a2b_qp(head.replace(CRLF, b"\n")))
-    try:
-        text = line.encode("utf-8")[:consumed].decode("utf-8")
-    except UnicodeDecodeError:
-        return b"", line
-    return head, line[len(text) :]
+    if not text:
+        return b""
+    encoded = quoted_printable(text + "x")[:-1]
+    return encoded if encoded.endswith(CRLF) else encoded + b"=" + CRLF
 
 
 @dataclass(frozen=True)
