@@ -160,9 +160,9 @@ class Composer:
         """The message for a claimed delivery; ValueError when the address cannot be used.
 
         Subscribers who get the same papers for the same reasons share one rendered and
-        quoted-printable encoded digest; only the lines with their address and signed links
-        are filled in and encoded per message. The bytes equal those of rendering and encoding
-        each message on its own (tests/test_fast_path.py proves it).
+        quoted-printable encoded digest; only their address and signed links are encoded per
+        message and spliced in. The message decodes to the one rendering and encoding it on
+        its own gives (tests/test_fast_path.py proves it); only where soft breaks fall differs.
         """
         started = time.perf_counter()
         subscriber = delivery.subscriber

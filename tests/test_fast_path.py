@@ -4,11 +4,9 @@ subscriber, and the pipelining SMTP client classifies every refusal by the comma
 from __future__ import annotations
 
 import asyncio
-import binascii
 import email
 import email.policy
 import random
-import re
 from collections.abc import Callable
 from datetime import date, datetime
 from email.utils import parsedate_to_datetime
@@ -34,6 +32,7 @@ from newsletter.send.pipelined import PipelinedSmtpSender, dot_stuffed
 from newsletter.send.senders import SmtpConfig, SmtpSender
 from newsletter.sources import localfile
 from tests.conftest import SAMPLE_DATA
+from tests.mime_parts import assert_quoted_printable_of, parts_of
 from tests.reliability.faulty_smtp import DROP, FaultyHandler, FaultyServer
 
 DAY = date(2026, 2, 13)
@@ -109,25 +108,6 @@ def uncached(app: Newsletter, delivery: ClaimedDelivery, envelope: Envelope) -> 
         html=rendered.html,
         date=parsedate_to_datetime(sent_date),
     )
-
-
-def assert_quoted_printable_of(encoded: bytes, text: str) -> None:
-    """`encoded` is valid quoted-printable (RFC 2045 6.7) whose decoding is `text`."""
-    lines = encoded.split(b"\r\n")
-    for line in lines:
-        assert len(line) <= 76, line
-        assert not line.endswith((b" ", b"\t")), line  # trailing blanks must be encoded
-        assert re.fullmatch(rb"(?:[\t\x20-\x3c\x3e-\x7e]|=[0-9A-F]{2})*=?", line), line
-    assert b"\n" not in encoded.replace(b"\r\n", b"")
-    normalised = text.replace("\r\n", "\n").replace("\r", "\n")
-    assert binascii.a2b_qp(encoded).replace(b"\r\n", b"\n") == normalised.encode("utf-8")
-
-
-def parts_of(data: bytes) -> tuple[list[tuple[str, str]], list[str]]:
-    """A message's headers and its decoded parts, for comparing two encodings of one message."""
-    message = email.message_from_bytes(data, policy=email.policy.default)
-    bodies = [part.get_content() for part in message.iter_parts()]  # type: ignore[attr-defined]
-    return list(message.items()), bodies
 
 
 def test_cached_compose_gives_the_message_of_rendering_each_one_on_its_own(
