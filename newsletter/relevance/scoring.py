@@ -47,6 +47,15 @@ class Day:
     bm25: Bm25 = field(repr=False)
     texts: tuple[str, ...] = field(repr=False)
     index: dict[str, int] = field(repr=False)
+    # The literal matches and exclusions readers share, kept with the day so that a plan's
+    # batches compute each once (per taxonomy: a test may bring its own).
+    _memos: dict[int, _Memo] = field(default_factory=dict, repr=False)
+
+    def memo(self, taxonomy: Taxonomy) -> _Memo:
+        found = self._memos.get(id(taxonomy))
+        if found is None or found.taxonomy is not taxonomy:
+            found = self._memos[id(taxonomy)] = _Memo(self, taxonomy)
+        return found
 
     @classmethod
     def prepare(cls, papers: Sequence[Paper], vectors: Vectors) -> Day:
@@ -204,7 +213,7 @@ def select_many(
     Everything but the last step is done for the whole batch as array operations; Python runs
     per reader only to name the (at most `cap`) papers picked and why.
     """
-    memo = _Memo(day, taxonomy)
+    memo = day.memo(taxonomy)
     size = len(day.papers)
     papers = day.papers
     iterator = iter(readers)
