@@ -149,17 +149,19 @@ class EncodedText:
                 self.places.append((len(self._plain), found[index]))
                 self._plain.append(b"")
                 self._wire.append(b"")
+        self._by_token: dict[str, list[int]] = {}
+        for index, token in self.places:
+            self._by_token.setdefault(token, []).append(index)
 
     def encode(self, values: dict[str, str]) -> tuple[bytes, bytes]:
         """(the encoded text, the same dot-stuffed) with `values` in place of their tokens."""
         plain = self._plain.copy()
         wire = self._wire.copy()
-        spliced: dict[str, tuple[bytes, bytes]] = {}
-        for index, token in self.places:
-            value = spliced.get(token)
-            if value is None:
-                value = spliced[token] = _spliced_value(values[token])
-            plain[index], wire[index] = value
+        for token, indices in self._by_token.items():
+            encoded, stuffed = _spliced_value(values[token])  # once, however many places
+            for index in indices:
+                plain[index] = encoded
+                wire[index] = stuffed
         return b"".join(plain), b"".join(wire)
 
 
