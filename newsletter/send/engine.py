@@ -46,6 +46,9 @@ _SKIP_FOR_STATUS = {
 
 T = TypeVar("T")
 
+# Deliveries claimed per lane before the relay's pace is known.
+FIRST_CLAIM_PER_LANE = 20
+
 
 class DeliveryStore(Protocol):
     """The outbox as the delivery loop uses it, and nothing more.
@@ -221,8 +224,10 @@ class DeliveryLoop:
         # so that once the run stops, nothing still queued in front of the sender reaches the
         # relay.
         self._lanes = max(1, sender.concurrency)
-        # The first claim is small, until the relay's pace is known (see _fit_claims_to_lease).
-        self._claim_size = min(policy.batch_size, self._lanes * policy.record_every)
+        # The first claim is small, until the relay's pace is known (see _fit_claims_to_lease):
+        # a few sends a lane, whatever record_every, so that even a slow relay finishes it well
+        # within a lease.
+        self._claim_size = min(policy.batch_size, self._lanes * FIRST_CLAIM_PER_LANE)
         self._pending = _Outcomes()
         self._recording = 0  # outcomes being written by the flush in progress
         self._flush_lock = asyncio.Lock()
