@@ -387,3 +387,10 @@ def test_the_setting_selects_the_sender_and_pipelining_is_the_default(
     assert isinstance(sender_from_settings(make_newsletter().settings), PipelinedSmtpSender)
     chosen = sender_from_settings(make_newsletter(smtp_client="aiosmtplib").settings)
     assert isinstance(chosen, SmtpSender)
+
+
+def test_a_personal_value_with_a_line_break_is_refused() -> None:
+    # "a\r" before a text's "\n" is one line break filled in, but two spliced in apart.
+    encoded = EncodedText("TOKA\nnext", ["TOKA"])
+    with pytest.raises(ValueError, match="one line"):
+        encoded.encode({"TOKA": "a\r"})

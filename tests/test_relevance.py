@@ -259,3 +259,23 @@ def test_many_readers_in_batches_match_one_at_a_time(
     alone = [select(day, r, taxonomy, cap=4) for r in readers]
     assert [c.paper_ids for c in together] == [c.paper_ids for c in alone]
     assert [c.skip_reason for c in together] == [c.skip_reason for c in alone]
+
+
+def test_a_days_literal_matches_are_its_own_not_a_copys(day: Day, taxonomy: Taxonomy) -> None:
+    """The memo of literal matches lives with the day: a day copied with other papers (in
+    another order) must not answer from the original's memo."""
+    import dataclasses
+
+    interests = Interests((), ("agent",))
+    mask, _ = day.memo(taxonomy).matches(interests)
+    assert mask.any() and not mask.all()
+    reversed_day = dataclasses.replace(
+        day,
+        papers=day.papers[::-1],
+        vectors=day.vectors[::-1],
+        texts=day.texts[::-1],
+        index={p.id: i for i, p in enumerate(day.papers[::-1])},
+    )
+    reversed_mask, _ = reversed_day.memo(taxonomy).matches(interests)
+    assert list(reversed_mask) == list(mask[::-1])
+    assert day.memo(taxonomy) is day.memo(taxonomy)  # kept across a plan's batches

@@ -49,11 +49,12 @@ class Day:
     index: dict[str, int] = field(repr=False)
     # The literal matches and exclusions readers share, kept with the day so that a plan's
     # batches compute each once (per taxonomy: a test may bring its own).
-    _memos: dict[int, _Memo] = field(default_factory=dict, repr=False)
+    _memos: dict[int, _Memo] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def memo(self, taxonomy: Taxonomy) -> _Memo:
         found = self._memos.get(id(taxonomy))
-        if found is None or found.taxonomy is not taxonomy:
+        # A copy of the day (dataclasses.replace) shares the dict: its answers are not ours.
+        if found is None or found.taxonomy is not taxonomy or found.day is not self:
             found = self._memos[id(taxonomy)] = _Memo(self, taxonomy)
         return found
 

@@ -132,7 +132,9 @@ class EncodedText:
     def __init__(self, text: str, tokens: Iterable[str]) -> None:
         normalised = text.replace("\r\n", "\n").replace("\r", "\n")
         tokens = tuple(t for t in dict.fromkeys(tokens) if t)
-        pattern = re.compile("|".join(re.escape(t) for t in tokens)) if tokens else None
+        # Longest first, so that a token that starts another cannot cut it short.
+        alternatives = sorted(tokens, key=len, reverse=True)
+        pattern = re.compile("|".join(map(re.escape, alternatives))) if tokens else None
         parts = pattern.split(normalised) if pattern else [normalised]
         found = pattern.findall(normalised) if pattern else []
         # The static pieces in order, each token's places left empty for its value.
@@ -171,10 +173,13 @@ _VERBATIM = re.compile("[ -<>-~]{1,75}")
 
 
 def _spliced_value(value: str) -> tuple[bytes, bytes]:
-    """A value's piece for EncodedText.encode, and the same dot-stuffed."""
+    """A value's piece for EncodedText.encode, and the same dot-stuffed. Values are one line
+    (addresses, links): a line break in one could join with one beside it in the text."""
     if _VERBATIM.fullmatch(value):  # the common case, without the encoder
         encoded = value.encode("ascii") + b"=" + CRLF
         return encoded, (b"." + encoded if value[0] == "." else encoded)
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"a personal value must be one line: {value!r}")
     encoded = _line_start_piece(value)
     return encoded, dot_stuffed_lines(encoded)
 

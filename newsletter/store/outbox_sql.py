@@ -292,7 +292,8 @@ class OutboxStatements:
 # CROSS JOIN fixes SQLite's join order: the marked ids first, each delivery by its key. Left to
 # choose, SQLite read every delivery with status 'sent' through ix_deliveries_due and kept those
 # in the list, so each record cost more than the one before it: the whole day's, and every
-# earlier day's, sent rows (3 ms a record at 20,000 subscribers, and growing).
+# earlier day's, sent rows (3 ms a record at 20,000 subscribers, and growing). The WHERE must
+# stay: without one, SQLite cannot tell the upsert's ON CONFLICT from a join's ON.
 _LOG_SENT_SQLITE = text(
     "INSERT INTO sent_papers (subscriber_id, paper_id, delivery_id) "
     "SELECT d.subscriber_id, p.value, d.id FROM json_each(:ids) AS marked "
