@@ -28,6 +28,7 @@ import contextlib
 import multiprocessing
 import os
 import random
+import resource
 import shutil
 import socket
 import statistics
@@ -283,6 +284,7 @@ class Sample:
     render: float
     build: float
     ceiling: float
+    cpu: float  # user + system seconds of the send's processes (plan included)
 
     @property
     def rate(self) -> float:
@@ -402,6 +404,13 @@ def measure(
     return run
 
 
+def cpu_seconds() -> float:
+    """User and system time of this process and of its children that have ended."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def send_once(run: Run, url: str, sink: Sink, client: str, ceiling_messages: int) -> None:
     from newsletter.root import Newsletter
 
@@ -423,12 +432,14 @@ def send_once(run: Run, url: str, sink: Sink, client: str, ceiling_messages: int
     reset_peak_rss()
     helpers = HelperPeaks({sink.proc.pid})
     helpers.start()
+    cpu_before = cpu_seconds()
     started = time.monotonic()
     report = asyncio.run(app.send(DAY, now=True))
     wall = time.monotonic() - started
     helper_peak = helpers.stop()
     cache = app.composer.cached_renderer
     app.close()
+    cpu = cpu_seconds() - cpu_before  # the helpers have ended: counted as children
     run.size = int(statistics.mean(sizes)) if sizes else 0
     run.distinct, run.hits = cache.misses, cache.hits
     if report.plan.skipped and not run.notes:
@@ -447,6 +458,7 @@ def send_once(run: Run, url: str, sink: Sink, client: str, ceiling_messages: int
             render=report.drain.render_seconds,
             build=report.drain.build_seconds,
             ceiling=ceiling(sink, run.size, run.connections * run.processes, ceiling_messages),
+            cpu=cpu,
         )
     )
 
@@ -470,7 +482,9 @@ def show(run: Run) -> None:
         f"    peak RSS MB: bench {run.rss.get('bench', 0):.0f} (plans and sends){helper}, "
         f"smtp-sink {run.rss.get('smtp-sink', 0):.0f}   "
         f"distinct digests rendered {run.distinct} (cache hits {run.hits}, in the planning "
-        f"process)" + (f"   history rows {run.history_rows}" if run.history_rows else ""),
+        f"process)" + (f"   history rows {run.history_rows}" if run.history_rows else "") + "\n"
+        f"    CPU of the send's processes: {m('cpu') / max(1, run.samples[-1].sent) * 1e6:.0f} us "
+        f"a message sent (user + system, planning included)",
         flush=True,
     )
     for note in run.notes:
