@@ -160,3 +160,51 @@ def test_sqlite_logs_a_sent_delivery_by_its_key_not_by_reading_every_sent_one(
         store.close()
     deliveries = [step for step in plan if " d " in f" {step} "]
     assert deliveries == ["SEARCH d USING INTEGER PRIMARY KEY (rowid=?)"], plan
+
+
+def test_sqlite_stores_planned_rows_as_sqlalchemy_would(tmp_path: Path) -> None:
+    """The planner's rows go in as one JSON text unpacked by SQLite: every column must hold
+    what an ORM insert of the same values holds, to the type and the text format, since the
+    claim compares times as text."""
+    from datetime import datetime
+
+    from sqlalchemy import text
+
+    from newsletter.store.schema import DeliveryRow
+
+    store = Store(f"sqlite:///{tmp_path}/rows.db")
+    store.upgrade()
+    try:
+        add_subscribers(store, ["r0@example.org", "r1@example.org"])
+        first, second = (store.subscribers.by_email(f"r{i}@example.org") for i in range(2))
+        assert first is not None and second is not None
+        due = datetime(2026, 2, 12, 8, 0)
+        papers = ["2602.1", "2602.2"]
+        planned = PlannedDelivery(first.id, DeliveryStatus.QUEUED, None, "<a@x>", papers, due)
+        store.outbox.add_deliveries(DAY, [planned])
+        with store.session() as s:
+            row = s.get(DeliveryRow, 1)
+            assert row is not None
+            s.add(
+                DeliveryRow(
+                    subscriber_id=second.id,
+                    digest_date=DAY,
+                    status=DeliveryStatus.QUEUED,
+                    reason=None,
+                    message_id="<a@x>",
+                    paper_ids=papers,
+                    next_attempt_at=due,
+                    attempts=0,
+                    created_at=row.created_at,
+                    updated_at=row.updated_at,
+                )
+            )
+        columns = "digest_date, status, reason, message_id, paper_ids, next_attempt_at, attempts"
+        typed = ", ".join(f"{c}, typeof({c})" for c in columns.split(", "))
+        with store.connection() as c:
+            by_planner, by_orm = c.execute(
+                text(f"SELECT {typed}, created_at FROM deliveries ORDER BY id")
+            ).all()
+    finally:
+        store.close()
+    assert by_planner == by_orm

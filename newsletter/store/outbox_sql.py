@@ -289,6 +289,20 @@ class OutboxStatements:
         regardless)."""
 
 
+# A planned batch from one JSON text: [subscriber id, status, reason, message id, paper ids as
+# JSON text, due at]. The WHERE keeps SQLite from reading ON CONFLICT as a join's ON.
+_INSERT_DELIVERIES_SQLITE = text(
+    "INSERT INTO deliveries (subscriber_id, digest_date, status, reason, message_id, "
+    "paper_ids, next_attempt_at, attempts, created_at, updated_at) "
+    "SELECT json_extract(r.value, '$[0]'), :day, json_extract(r.value, '$[1]'), "
+    "json_extract(r.value, '$[2]'), json_extract(r.value, '$[3]'), "
+    "json_extract(r.value, '$[4]'), json_extract(r.value, '$[5]'), 0, :now, :now "
+    "FROM json_each(:rows) AS r WHERE true "
+    "ON CONFLICT (subscriber_id, digest_date) DO NOTHING "
+    "RETURNING id, subscriber_id"
+)
+
+
 # CROSS JOIN fixes SQLite's join order: the marked ids first, each delivery by its key. Left to
 # choose, SQLite read every delivery with status 'sent' through ix_deliveries_due and kept those
 # in the list, so each record cost more than the one before it: the whole day's, and every
@@ -307,6 +321,8 @@ _LOG_SENT_SQLITE = text(
 class SQLiteStatements(OutboxStatements):
     """SQLite: no UPDATE inside a WITH, no FOR UPDATE; json_each expands paper lists."""
 
+    _datetime_format: Callable[[datetime], str] | None = None  # SQLAlchemy's, for this dialect
+
     leases = _leases_statement(owners=False)
     # Without statistics SQLite would rather scan every undelivered row by status: during a
     # plan, each batch would read all the rows planned before it.
@@ -321,30 +337,34 @@ class SQLiteStatements(OutboxStatements):
     def insert_deliveries(
         self, s: Session, day: date, now: datetime, planned: Sequence[PlannedDelivery]
     ) -> list[tuple[int, int]]:
-        """One statement with a parameter list: SQLAlchemy batches it into multi-row INSERTs
-        from a cached compilation. Inlining the rows with .values() would compile a new, huge
-        statement for every batch, which cost more than all the rest of planning."""
-        statement = (
-            self._db.insert(DELIVERIES)
-            .on_conflict_do_nothing(index_elements=["subscriber_id", "digest_date"])
-            .returning(DELIVERIES.c.id, DELIVERIES.c.subscriber_id)
-        )
-        values = [
-            {
-                "subscriber_id": p.subscriber_id,
-                "digest_date": day,
-                "status": p.status,
-                "reason": p.reason,
-                "message_id": p.message_id,
-                "paper_ids": p.paper_ids,
-                "next_attempt_at": p.due_at,
-                "attempts": 0,
-                "created_at": now,
-                "updated_at": now,
-            }
+        """The batch as one JSON text, unpacked by SQLite (json_each), as on PostgreSQL:
+        SQLAlchemy's own multi-row INSERT spent longer converting each row's ten parameters
+        than SQLite took to insert it (22 -> 13 us a row). Values are stored as SQLAlchemy
+        stores them (its DATETIME and DATE formats, the paper list as json.dumps text)."""
+        stored = self._stored_datetime(s)
+        rows = [
+            [
+                p.subscriber_id,
+                str(p.status),
+                p.reason,
+                p.message_id,
+                json.dumps(p.paper_ids),
+                stored(p.due_at) if p.due_at else None,
+            ]
             for p in planned
         ]
-        return [(row[0], row[1]) for row in s.execute(statement, values)]
+        result = s.execute(
+            _INSERT_DELIVERIES_SQLITE,
+            {"day": day.isoformat(), "now": stored(now), "rows": json.dumps(rows)},
+        )
+        return [(row[0], row[1]) for row in result]
+
+    def _stored_datetime(self, s: Session) -> Callable[[datetime], str]:
+        if self._datetime_format is None:
+            dialect = s.get_bind().dialect
+            self._datetime_format = DateTime().dialect_impl(dialect).bind_processor(dialect)
+        assert self._datetime_format is not None
+        return self._datetime_format
 
     def mark_sent(self, ids: list[int], now: datetime) -> None:
         """MARK_SENT, then the sent log of the deliveries it marked, expanding their paper
@@ -403,7 +423,7 @@ class PostgresStatements(OutboxStatements):
                 p.reason,
                 p.message_id,
                 p.paper_ids,
-                p.due_at.isoformat() if p.due_at else None,
+                stored(p.due_at) if p.due_at else None,
             ]
             for p in planned
         ]
