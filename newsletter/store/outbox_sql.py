@@ -423,7 +423,7 @@ class PostgresStatements(OutboxStatements):
                 p.reason,
                 p.message_id,
                 p.paper_ids,
-                stored(p.due_at) if p.due_at else None,
+                p.due_at.isoformat() if p.due_at else None,
             ]
             for p in planned
         ]
