@@ -208,3 +208,28 @@ def test_sqlite_stores_planned_rows_as_sqlalchemy_would(tmp_path: Path) -> None:
     finally:
         store.close()
     assert by_planner == by_orm
+
+
+def test_records_of_a_batch_are_those_of_each_row(store: Store) -> None:
+    """subscriber_records finds the columns by position once per batch: the records must be
+    subscriber_record's, row by row, whatever other columns the rows carry first."""
+    from sqlalchemy import literal, select
+
+    from newsletter.store.rows import SUBSCRIBER_COLUMNS, subscriber_record, subscriber_records
+    from newsletter.store.schema import SubscriberRow
+
+    add_subscribers(store, [f"b{i}@example.org" for i in range(5)], ["agents"], ["video"])
+    store.subscribers.update_preferences(
+        store.subscribers.by_email("b3@example.org").id,  # type: ignore[union-attr]
+        topics=[],
+        keywords=["x"],
+        frequency="weekly",
+        paused=True,
+    )
+    with store.connection() as c:
+        rows = c.execute(
+            select(literal(7).label("delivery_id"), *SUBSCRIBER_COLUMNS).order_by(SubscriberRow.id)
+        ).all()
+    assert len(rows) == 5
+    assert subscriber_records(rows) == [subscriber_record(row) for row in rows]
+    assert subscriber_records([]) == []

@@ -16,7 +16,7 @@ from newsletter.records import ClaimedDelivery, PlanCandidate, PlannedDelivery, 
 from newsletter.states import DeliveryStatus, SkipReason
 from newsletter.store.backend import Backend
 from newsletter.store.outbox_sql import TAKE_OVER_ALL, statements_for
-from newsletter.store.rows import delivery_status, strings, subscriber_record
+from newsletter.store.rows import delivery_status, strings, subscriber_records
 from newsletter.store.schema import (
     DeliveryRow,
     DigestRunRow,
@@ -48,8 +48,8 @@ class Outbox:
             if not rows:
                 return
             yield [
-                PlanCandidate(subscriber_record(row), bool(row.is_planned), bool(row.is_suppressed))
-                for row in rows
+                PlanCandidate(record, bool(row.is_planned), bool(row.is_suppressed))
+                for record, row in zip(subscriber_records(rows), rows, strict=True)
             ]
             last_id = rows[-1].id
 
@@ -179,6 +179,7 @@ class Outbox:
             "lease_until": now + timedelta(seconds=lease_seconds),
             "owner": self._db.sender_owner(),
         }
+        rows = self._sql.claim(claim)
         return [
             ClaimedDelivery(
                 id=row.delivery_id,
@@ -186,9 +187,9 @@ class Outbox:
                 message_id=row.message_id,
                 paper_ids=list(strings(row.paper_ids)),
                 attempts=row.attempts,
-                subscriber=subscriber_record(row),
+                subscriber=subscriber,
             )
-            for row in self._sql.claim(claim)
+            for row, subscriber in zip(rows, subscriber_records(rows), strict=True)
         ]
 
     def suppressed(self, emails: Iterable[str]) -> set[str]:
