@@ -6,8 +6,8 @@ On the throughput bench's data set (bench.throughput.populate, SQLite), planned 
 delivery claimed: composing each message (each distinct digest rendered once, then taken from
 the cache: the splice of the personal values and the MIME bytes); sending as many messages, 500
 of the composed ones in turn, with the pipelining client over 8 connections into Postfix's
-smtp-sink, with the CPU time (user and system) it took; recording them sent on SQLite 50 to a
-transaction, as the delivery loop does with record_every = 100. Figures are microseconds per
+smtp-sink, with the CPU time (user and system) it took; recording them sent on SQLite 250 to a
+transaction, as the delivery loop does with record_every = 500. Figures are microseconds per
 message, medians of R runs. They explain where a send's time goes (README, Throughput); the
 ratios to the ceiling are bench.throughput's.
 """
@@ -27,7 +27,7 @@ from typing import Any
 from bench.throughput import DAY, Sink, populate, settings_for, sqlite_url
 
 CONNECTIONS = 8
-RECORD_BATCH = 50  # what the delivery loop writes at once with record_every = 100
+RECORD_BATCH = 250  # what the delivery loop writes at once with record_every = 500
 POOL = 500  # composed messages kept to be sent, over and over
 
 

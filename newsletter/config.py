@@ -196,7 +196,7 @@ class Settings(BaseSettings):
         description="A `send` waits for retries due within this many seconds before it returns.",
     )
     record_every: int = Field(
-        100,
+        500,
         ge=1,
         description="Sends between writes of their outcomes: what a crash can re-send at most.",
     )

@@ -110,7 +110,7 @@ class DeliveryPolicy:
     sender_error_threshold: int = 5
     unreachable_threshold: int = 3
     # Outcomes are written after this many sends: it bounds what a crash can re-send.
-    record_every: int = 100
+    record_every: int = 500
     # A store call that fails (a locked SQLite file, a dropped PostgreSQL connection) is tried
     # again this many times, after 0.5 s, 1 s, 2 s..., before the run gives up.
     store_retries: int = 4
