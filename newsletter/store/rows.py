@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from functools import lru_cache
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Result, Text
@@ -36,20 +36,7 @@ def delivery_status(value: str) -> DeliveryStatus:
 
 def subscriber_record(row: Any) -> SubscriberRecord:
     """From an ORM SubscriberRow or a Core row of SUBSCRIBER_COLUMNS (same attribute names)."""
-    return SubscriberRecord(
-        id=row.id,
-        email=row.email,
-        status=_SUBSCRIBER_STATUS[row.status],
-        topics=strings(row.topics),
-        keywords=strings(row.keywords),
-        created_at=row.created_at,
-        bounce_count=row.bounce_count,
-        frequency=_CADENCE[row.frequency],
-        timezone=row.timezone,
-        delivery_hour=row.delivery_hour,
-        weekday=row.weekday,
-        token_salt=row.token_salt,
-    )
+    return _record_of(_by_name(row))
 
 
 def subscriber_records(rows: Sequence[Any]) -> list[SubscriberRecord]:
@@ -59,29 +46,28 @@ def subscriber_records(rows: Sequence[Any]) -> list[SubscriberRecord]:
     if not rows:
         return []
     fields = rows[0]._fields
-    pick = itemgetter(*(fields.index(name) for name in _SUBSCRIBER_FIELDS))
-    statuses, cadences = _SUBSCRIBER_STATUS, _CADENCE
-    records = []
-    for row in rows:
-        (sub_id, email, status, topics, keywords, created, bounces, frequency, zone, hour, weekday,
-         salt) = pick(row)  # fmt: skip
-        records.append(
-            SubscriberRecord(
-                sub_id,
-                email,
-                statuses[status],
-                strings(topics),
-                strings(keywords),
-                created,
-                bounces,
-                cadences[frequency],
-                zone,
-                hour,
-                weekday,
-                salt,
-            )
-        )
-    return records
+    by_position = itemgetter(*(fields.index(name) for name in _SUBSCRIBER_FIELDS))
+    return [_record_of(by_position(row)) for row in rows]
+
+
+def _record_of(values: tuple[Any, ...]) -> SubscriberRecord:
+    """A record from the values of SUBSCRIBER_COLUMNS, in that order (SubscriberRecord's)."""
+    (sub_id, email, status, topics, keywords, created, bounces, frequency, zone, hour, weekday,
+     salt) = values  # fmt: skip
+    return SubscriberRecord(
+        sub_id,
+        email,
+        _SUBSCRIBER_STATUS[status],
+        strings(topics),
+        strings(keywords),
+        created,
+        bounces,
+        _CADENCE[frequency],
+        zone,
+        hour,
+        weekday,
+        salt,
+    )
 
 
 def strings(value: list[str] | str | None) -> tuple[str, ...]:
@@ -122,6 +108,7 @@ SUBSCRIBER_COLUMNS = (
 )
 # Their names in a row, in SubscriberRecord's field order.
 _SUBSCRIBER_FIELDS = tuple(column.key for column in SUBSCRIBER_COLUMNS)
+_by_name = attrgetter(*_SUBSCRIBER_FIELDS)
 
 
 def changed(result: Result[Any]) -> bool:
