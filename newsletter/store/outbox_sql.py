@@ -321,12 +321,18 @@ _LOG_SENT_SQLITE = text(
 class SQLiteStatements(OutboxStatements):
     """SQLite: no UPDATE inside a WITH, no FOR UPDATE; json_each expands paper lists."""
 
-    _datetime_format: Callable[[datetime], str] | None = None  # SQLAlchemy's, for this dialect
-
     leases = _leases_statement(owners=False)
     # Without statistics SQLite would rather scan every undelivered row by status: during a
     # plan, each batch would read all the rows planned before it.
     already_sent = _already_sent("deliveries INDEXED BY ix_deliveries_undelivered")
+
+    def __init__(self, db: Backend) -> None:
+        super().__init__(db)
+        # How SQLAlchemy stores a datetime on SQLite, for rows written without it.
+        dialect = db.engine.dialect
+        processor = DateTime().dialect_impl(dialect).bind_processor(dialect)
+        assert processor is not None  # SQLite keeps datetimes as text
+        self._stored_datetime: Callable[[datetime], str] = processor
 
     def claim(self, params: dict[str, Any]) -> Sequence[Any]:
         """The claim, then the claimed rows read by id in the same transaction."""
@@ -341,7 +347,7 @@ class SQLiteStatements(OutboxStatements):
         SQLAlchemy's own multi-row INSERT spent longer converting each row's ten parameters
         than SQLite took to insert it (22 -> 13 us a row). Values are stored as SQLAlchemy
         stores them (its DATETIME and DATE formats, the paper list as json.dumps text)."""
-        stored = self._stored_datetime(s)
+        stored = self._stored_datetime
         rows = [
             [
                 p.subscriber_id,
@@ -358,13 +364,6 @@ class SQLiteStatements(OutboxStatements):
             {"day": day.isoformat(), "now": stored(now), "rows": json.dumps(rows)},
         )
         return [(row[0], row[1]) for row in result]
-
-    def _stored_datetime(self, s: Session) -> Callable[[datetime], str]:
-        if self._datetime_format is None:
-            dialect = s.get_bind().dialect
-            self._datetime_format = DateTime().dialect_impl(dialect).bind_processor(dialect)
-        assert self._datetime_format is not None
-        return self._datetime_format
 
     def mark_sent(self, ids: list[int], now: datetime) -> None:
         """MARK_SENT, then the sent log of the deliveries it marked, expanding their paper
