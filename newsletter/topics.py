@@ -33,7 +33,8 @@ _STEMMER = snowballstemmer.stemmer("english")
 
 
 @lru_cache(maxsize=65536)
-def _stem(word: str) -> str:
+def stem(word: str) -> str:
+    """A lowercase word's English Snowball stem, memoised: keyword matching and BM25 share it."""
     return str(_STEMMER.stemWord(word))
 
 
@@ -43,7 +44,7 @@ def _spaced(text: str) -> str:
 
 def _stemmed(spaced: str) -> str:
     # Only letter runs are stemmed: digits and symbols ("3d", "c++", "gpt-4") stay literal.
-    return _LETTERS.sub(lambda m: _stem(m.group()), spaced)
+    return _LETTERS.sub(lambda m: stem(m.group()), spaced)
 
 
 @lru_cache(maxsize=8192)

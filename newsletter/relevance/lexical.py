@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from newsletter.papers import Paper
-from newsletter.topics import _stem as topics_stem
+from newsletter.topics import stem
 
 K1 = 1.5
 B = 0.75
@@ -38,15 +38,13 @@ STOP_WORDS = frozenset(
     yours using use used via based new novel approach paper propose proposed show work
     """.split()  # noqa: SIM905
 )
-# Keyword matching's memoised Snowball stemmer (the same "english" algorithm), so a paper's
-# words are stemmed once per process for both: the pure-Python stemmer is the dearest part of
-# preparing a day.
-_stem = topics_stem
 
 
 def terms(text: str) -> list[str]:
-    """The BM25 terms of `text`, in order, repeats kept."""
-    return [_stem(w) for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
+    """The BM25 terms of `text`, in order, repeats kept. Stemmed with keyword matching's
+    memoised stemmer, so a paper's words are stemmed once per process for both (the
+    pure-Python stemmer is the dearest part of preparing a day)."""
+    return [stem(w) for w in _WORD.findall(text.lower()) if w not in STOP_WORDS]
 
 
 def query_terms(text: str) -> tuple[str, ...]:
