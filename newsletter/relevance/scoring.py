@@ -53,7 +53,7 @@ class Day:
 
     def memo(self, taxonomy: Taxonomy) -> _Memo:
         found = self._memos.get(id(taxonomy))
-        # A copy of the day (dataclasses.replace) shares the dict: its answers are not ours.
+        # A shallow copy of the day (copy.copy) shares the dict: its answers are not ours.
         if found is None or found.taxonomy is not taxonomy or found.day is not self:
             found = self._memos[id(taxonomy)] = _Memo(self, taxonomy)
         return found
